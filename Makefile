@@ -1,0 +1,42 @@
+# Two commands on a fresh machine:  make lab   (install what is missing, open the course)
+#                                   make test  (install what is missing, run every test)
+# Both make .venv/ once and reuse it; it is rebuilt when pyproject.toml or the constraints change.
+
+PYTHON      ?= python3
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+CONSTRAINTS ?= constraints-ci.txt
+STAMP       := $(VENV)/.installed
+
+# Pretrained test weights live beside the project (../shared/weights), never inside it.
+SHARED_WEIGHTS ?= $(abspath ../shared/weights/vgg16-caffe-imagenet-features.pth)
+ifeq ($(wildcard $(SHARED_WEIGHTS)),)
+TEST_WEIGHTS ?= random
+else
+TEST_WEIGHTS ?= caffe:$(SHARED_WEIGHTS)
+endif
+# The paper's images for tests and CI runs (never copied into the repo).
+SHARED_IMAGES ?= $(abspath ../shared/images)
+
+.PHONY: lab test test-fast bench clean-venv
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev]'
+	touch $(STAMP)
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/
+
+# Every test: library unit tests, pretrained-weight tests (skipped with a reason when the
+# weights are absent) and the notebooks under nbval in smoke mode.
+test: $(STAMP)
+	NSTLIB_WEIGHTS='$(TEST_WEIGHTS)' NSTLIB_TEST_IMAGES='$(SHARED_IMAGES)' NSTLIB_SMOKE=1 \
+	MPLBACKEND=Agg $(PY) -m pytest tests
+
+bench: $(STAMP)
+	NSTLIB_WEIGHTS='$(TEST_WEIGHTS)' $(PY) -m nstlib.bench
+
+clean-venv:
+	rm -rf $(VENV)

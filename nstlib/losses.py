@@ -1,0 +1,236 @@
+"""Losses of Gatys et al. (2016) and the normalized losses of Choi & Kim (2020).
+
+Every loss works on a batch and returns one value per image, shape (B,), so that several
+independent transfers can run as one batch; the optimizer sums them.
+
+Gram matrices: ``gram_matrix(F)`` is the paper's G = F F^T (sum over positions). The style
+targets are stored *per position* (``normalize=True``: divided by M = H * W), and the Gatys
+style loss is computed as
+
+    E_l = 1 / (4 N^2) * sum_ij (G_ij / M - A_ij / M_a)^2,
+
+which is exactly the paper's 1 / (4 N^2 M^2) * sum (G - A)^2 when the style image has the same
+number of positions as the generated one (M_a = M), and stays meaningful when it does not (a
+style image of another size).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence, Union
+
+import torch
+
+from nstlib.vgg import VGGFeatures
+
+Weight = Union[float, Sequence[float], torch.Tensor]
+LayerWeights = Union[Sequence[str], Mapping[str, Weight]]
+
+
+# -- the pieces, one formula each ----------------------------------------------------------
+
+def gram_matrix(features: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, C), G_ij = sum_k F_ik F_jk over the H*W positions k.
+
+    normalize=True divides by the number of positions M = H * W (the mean over positions),
+    which makes Grams of images of different sizes comparable.
+    """
+    if features.ndim != 4:
+        raise ValueError(f"gram_matrix expects features (B, C, H, W), got shape {tuple(features.shape)}.")
+    b, c, h, w = features.shape
+    f = features.reshape(b, c, h * w)
+    g = torch.bmm(f, f.transpose(1, 2))
+    return g / (h * w) if normalize else g
+
+
+def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Gatys content loss 1/2 sum (F - P)^2. features (B, C, H, W), target (1 or B, C, H, W) -> (B,)."""
+    _same_map(features, target, "content_loss")
+    return 0.5 * (features - target).pow(2).flatten(1).sum(1)
+
+
+def style_loss(features: torch.Tensor, target_gram: torch.Tensor) -> torch.Tensor:
+    """Gatys E_l. features (B, C, H, W), target_gram (1 or B, C, C) per position -> (B,).
+
+    target_gram is ``gram_matrix(style_features, normalize=True)``.
+    """
+    n = features.shape[1]
+    _same_gram(features, target_gram, "style_loss")
+    diff = gram_matrix(features, normalize=True) - target_gram
+    return diff.pow(2).flatten(1).sum(1) / (4 * n * n)
+
+
+def normalized_content_loss(
+    features: torch.Tensor, target: torch.Tensor, energy: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Choi & Kim: ||F - P||^2 / E, E = sum P^2 (the target's energy). -> (B,)"""
+    _same_map(features, target, "normalized_content_loss")
+    if energy is None:
+        energy = target.pow(2).flatten(1).sum(1)
+    return (features - target).pow(2).flatten(1).sum(1) / energy.clamp_min(1e-12)
+
+
+def normalized_style_loss(
+    features: torch.Tensor, target_gram: torch.Tensor, energy: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Choi & Kim: ||G - A||_F^2 / ||A||_F^2 on per-position Grams. -> (B,)
+
+    Dividing by the target's energy makes the loss invariant to the scale of the layer's
+    features, so that no layer dominates just because its activations are larger.
+    """
+    _same_gram(features, target_gram, "normalized_style_loss")
+    if energy is None:
+        energy = target_gram.pow(2).flatten(1).sum(1)
+    diff = gram_matrix(features, normalize=True) - target_gram
+    return diff.pow(2).flatten(1).sum(1) / energy.clamp_min(1e-24)
+
+
+def tv_loss(image: torch.Tensor) -> torch.Tensor:
+    """Total variation: sum of squared differences of neighbouring pixels. (B, C, H, W) -> (B,)"""
+    dh = (image[:, :, 1:, :] - image[:, :, :-1, :]).pow(2).flatten(1).sum(1)
+    dw = (image[:, :, :, 1:] - image[:, :, :, :-1]).pow(2).flatten(1).sum(1)
+    return dh + dw
+
+
+# -- the objective: targets computed once, the loss evaluated every step -------------------
+
+@dataclass
+class Objective:
+    """A weighted sum of per-layer losses with precomputed targets.
+
+    ``objective(features, image) -> (total (B,), parts)`` where ``parts`` maps
+    "content:<layer>", "style:<layer>" and "tv" to the *unweighted* per-layer losses (B,),
+    which is what the notebooks plot.
+    """
+
+    variant: str
+    content_targets: dict[str, torch.Tensor] = field(default_factory=dict)  # (1, C, H, W)
+    style_targets: dict[str, torch.Tensor] = field(default_factory=dict)  # (1, C, C) per position
+    content_energy: dict[str, torch.Tensor] = field(default_factory=dict)  # (1,)
+    style_energy: dict[str, torch.Tensor] = field(default_factory=dict)  # (1,)
+    content_weights: dict[str, torch.Tensor] = field(default_factory=dict)  # final weight per layer, (B,) or ()
+    style_weights: dict[str, torch.Tensor] = field(default_factory=dict)
+    tv_weight: float = 0.0
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        """Every layer the objective reads, content first."""
+        return tuple(dict.fromkeys([*self.content_targets, *self.style_targets]))
+
+    def __call__(self, features: Mapping[str, torch.Tensor], image: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        total = image.new_zeros(image.shape[0])
+        parts: dict[str, torch.Tensor] = {}
+        normalized = self.variant == "normalized"
+        for name, target in self.content_targets.items():
+            f = features[name]
+            loss = normalized_content_loss(f, target, self.content_energy[name]) if normalized else content_loss(f, target)
+            parts[f"content:{name}"] = loss
+            total = total + self.content_weights[name] * loss
+        for name, target in self.style_targets.items():
+            f = features[name]
+            loss = normalized_style_loss(f, target, self.style_energy[name]) if normalized else style_loss(f, target)
+            parts[f"style:{name}"] = loss
+            total = total + self.style_weights[name] * loss
+        if self.tv_weight:
+            tv = tv_loss(image)
+            parts["tv"] = tv
+            total = total + self.tv_weight * tv
+        return total, parts
+
+
+def layer_weight_dict(layers: LayerWeights, what: str) -> dict[str, Weight]:
+    """A sequence of names gets equal weights 1/len (the paper's w_l = 1/5); a mapping is kept."""
+    if isinstance(layers, str):
+        raise TypeError(f"{what} must be a list of layer names or a dict name -> weight, got the string {layers!r}; write [{layers!r}].")
+    if isinstance(layers, Mapping):
+        return dict(layers)
+    names = list(layers)
+    if len(set(names)) != len(names):
+        raise ValueError(f"{what} names a layer twice: {names}.")
+    return {n: 1.0 / len(names) for n in names} if names else {}
+
+
+def as_batch_weight(value: Weight, name: str) -> torch.Tensor:
+    """A float -> 0-d tensor; a sequence -> (B,) tensor (one setting per image of a batch)."""
+    t = torch.as_tensor(value, dtype=torch.float32)
+    if t.ndim > 1:
+        raise ValueError(f"{name} must be a number or a 1-D sequence (one per image), got shape {tuple(t.shape)}.")
+    if not torch.isfinite(t).all() or (t < 0).any():
+        raise ValueError(f"{name} must be finite and >= 0, got {value!r}.")
+    return t
+
+
+@torch.no_grad()
+def build_objective(
+    extractor: VGGFeatures,
+    content: torch.Tensor | None,
+    style: torch.Tensor | None,
+    *,
+    content_layers: LayerWeights,
+    style_layers: LayerWeights,
+    variant: str = "gatys",
+    content_weight: Weight = 1.0,
+    style_weight: Weight = 1.0,
+    tv_weight: float = 0.0,
+    pixels: int | None = None,
+) -> Objective:
+    """Compute targets once and fold every weight into one number per layer.
+
+    content (1, 3, H, W), style (1, 3, H', W'), both RGB [0, 1], or None to drop that term.
+    gatys:      L = content_weight * sum_l c_l L_content,l + style_weight * sum_l w_l E_l
+    normalized: L = w * (content_weight * sum_j c^R_j L_o,j + style_weight * sum_j w^R_j L_s,j),
+                layer weights normalized to sum 1, w = `pixels` (the content image's H * W).
+    """
+    if variant not in ("gatys", "normalized"):
+        raise ValueError(f"variant must be 'gatys' or 'normalized', got {variant!r}.")
+    obj = Objective(variant=variant, tv_weight=float(tv_weight))
+    cw = layer_weight_dict(content_layers, "content_layers") if content is not None else {}
+    sw = layer_weight_dict(style_layers, "style_layers") if style is not None else {}
+    extractor.check_layers([*cw, *sw])
+    alpha = as_batch_weight(content_weight, "content weight")
+    beta = as_batch_weight(style_weight, "style weight")
+    scale = float(pixels) if variant == "normalized" and pixels else 1.0
+    for weights, global_w, store in ((cw, alpha, obj.content_weights), (sw, beta, obj.style_weights)):
+        if not weights:
+            continue
+        tensors = {n: as_batch_weight(v, f"weight of layer {n}") for n, v in weights.items()}
+        if variant == "normalized":
+            total = sum(tensors.values())
+            if (torch.as_tensor(total) <= 0).any():
+                raise ValueError("the layer weights of the normalized loss must not all be zero.")
+            tensors = {n: t / total for n, t in tensors.items()}
+        for n, t in tensors.items():
+            store[n] = (global_w * t * scale).to(_device(extractor))
+    if cw:
+        feats = extractor.extract(content.to(_device(extractor)), list(cw))
+        for n in cw:
+            obj.content_targets[n] = feats[n].detach()
+            obj.content_energy[n] = feats[n].pow(2).flatten(1).sum(1)
+    if sw:
+        feats = extractor.extract(style.to(_device(extractor)), list(sw))
+        for n in sw:
+            a = gram_matrix(feats[n], normalize=True)
+            obj.style_targets[n] = a
+            obj.style_energy[n] = a.pow(2).flatten(1).sum(1)
+    return obj
+
+
+def _device(module: torch.nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
+def _same_map(features: torch.Tensor, target: torch.Tensor, fn: str) -> None:
+    if features.ndim != 4 or target.ndim != 4 or features.shape[1:] != target.shape[1:]:
+        raise ValueError(
+            f"{fn}: features {tuple(features.shape)} and target {tuple(target.shape)} must be (B, C, H, W) "
+            f"with the same C, H, W: the content image and the generated image must have the same size."
+        )
+
+
+def _same_gram(features: torch.Tensor, gram: torch.Tensor, fn: str) -> None:
+    c = features.shape[1]
+    if features.ndim != 4 or gram.ndim != 3 or gram.shape[1:] != (c, c):
+        raise ValueError(
+            f"{fn}: expected features (B, C, H, W) and a target Gram (1 or B, C, C); got "
+            f"{tuple(features.shape)} and {tuple(gram.shape)}."
+        )

@@ -9,7 +9,6 @@ names the file and says what was expected, instead of deep inside torch.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Union
 
@@ -17,6 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from nstlib._io import atomic_write
 
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
 Size = Union[int, tuple[int, int], None]
@@ -108,17 +109,9 @@ def save_image(image: torch.Tensor, path: str | os.PathLike, index: int = 0) -> 
         raise ValueError(
             f"cannot save {path}: unknown image suffix {path.suffix!r}; use one of {', '.join(sorted(_SAVE_FORMATS))}."
         )
-    if not path.parent.exists():
-        raise FileNotFoundError(f"cannot save {path}: the folder {path.parent} does not exist.")
     pil = to_pil(image, index)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pil.save(f, format=fmt)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        pil.save(f, format=fmt)
     return path
 
 

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from nstlib import __version__
+from nstlib._io import atomic_write
 from nstlib.devices import pick_device, synchronize
 from nstlib.images import ImageLike, Size, load_image, resize, save_image, to_pil
 from nstlib.losses import LayerWeights, Weight, build_objective, layer_weight_dict
@@ -91,9 +92,8 @@ class StyleResult:
             "final_loss": float(self.loss[index]),
             "batch_index": index,
         }
-        tmp = path.with_name(f".{path.stem}.json.tmp")
-        tmp.write_text(json.dumps(meta, indent=2))
-        os.replace(tmp, path.with_suffix(".json"))
+        with atomic_write(path.with_suffix(".json"), "w") as f:
+            json.dump(meta, f, indent=2)
         return path
 
     def __repr__(self) -> str:

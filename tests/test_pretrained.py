@@ -1,0 +1,105 @@
+"""What a pretrained network really does: content kept, style moved, the normalized loss balanced.
+
+These need pretrained weights (NSTLIB_WEIGHTS naming a file, e.g. the ImageNet VGG-16 in
+../shared/weights, which `make test` sets when it exists) and the paper's images
+(NSTLIB_TEST_IMAGES, a folder with tubingen.jpg, starry_night.jpg, ...). Without them they skip
+with the reason. Thresholds come from measurements with the shared VGG-16 (Caffe) weights on a
+2-core CPU; the measured values are in the comments, the margins are wide on purpose.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nstlib import images, losses, vgg
+from nstlib import weights as W
+from nstlib.stylize import stylize
+
+pytestmark = pytest.mark.pretrained
+
+
+@pytest.fixture(scope="module")
+def net() -> vgg.VGGFeatures:
+    setting = os.environ.get(W.ENV_VAR, "")
+    if not setting:
+        pytest.skip(f"{W.ENV_VAR} is not set: these tests need pretrained weights (make test sets it to ../shared/weights when present)")
+    spec = W.parse_spec(setting, W.ENV_VAR)
+    if spec.kind != "file":
+        pytest.skip(f"{W.ENV_VAR}={setting!r} is not a pretrained weights file")
+    if not spec.path.exists():
+        pytest.skip(f"pretrained weights file {spec.path} is absent")
+    return vgg.load_vgg(spec)
+
+
+@pytest.fixture(scope="module")
+def image_dir() -> Path:
+    folder = Path(os.environ.get("NSTLIB_TEST_IMAGES", ""))
+    if not folder.name or not (folder / "tubingen.jpg").exists():
+        pytest.skip("NSTLIB_TEST_IMAGES does not name a folder with the paper's images (tubingen.jpg, ...)")
+    return folder
+
+
+def _luminance(x: torch.Tensor) -> torch.Tensor:
+    return (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).flatten()
+
+
+def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a - a.mean(), b - b.mean()
+    return float((a * b).sum() / (a.norm() * b.norm()))
+
+
+def test_low_layers_keep_pixels_high_layers_do_not(net, image_dir):
+    """Paper Fig. 1, bottom: reconstructions from conv1_2 are close to the photo, from conv4_2 not."""
+    photo = images.load_image(image_dir / "tubingen.jpg", 64)
+    mse = {}
+    for layer in ("relu1_2", "relu4_2"):
+        r = stylize(photo, None, extractor=net, content_layers=[layer], steps=60, progress=False)
+        mse[layer] = float(((r.image - photo) ** 2).mean())
+    # measured: relu1_2 0.024, relu4_2 0.082
+    assert mse["relu1_2"] < 0.5 * mse["relu4_2"], mse
+    assert mse["relu1_2"] < 0.05, mse
+
+
+def test_transfer_moves_style_and_keeps_the_photo(net, image_dir):
+    photo = images.load_image(image_dir / "tubingen.jpg", 96)
+    style = images.load_image(image_dir / "starry_night.jpg", 96)
+    other = images.load_image(image_dir / "the_scream.jpg", tuple(photo.shape[-2:]))
+    r = stylize(photo, style, extractor=net, init="content", steps=30, progress=False)
+
+    meter = losses.build_objective(net, None, style, content_layers=[], style_layers=vgg.GATYS_STYLE_LAYERS)
+
+    def style_loss(img: torch.Tensor) -> float:
+        with torch.no_grad():
+            return float(meter(net.extract(img, meter.layers), img)[0])
+
+    drop = style_loss(photo) / style_loss(r.image)
+    assert drop > 8, f"style loss fell only {drop:.1f}x (measured 32x)"
+    # Still recognisably the photo: its luminance correlates with the photo's (measured 0.92),
+    # far more than with an unrelated painting (measured 0.24).
+    c_photo, c_other = _corr(_luminance(r.image), _luminance(photo)), _corr(_luminance(r.image), _luminance(other))
+    assert c_photo > 0.6 and c_photo > c_other + 0.3, (c_photo, c_other)
+    assert r.history["total"][-1, 0] < 0.1 * r.history["total"][0, 0]
+
+
+@pytest.mark.parametrize("style_name", ["starry_night", "the_scream", "shipwreck"])
+def test_normalized_initial_style_losses_are_of_order_one(net, image_dir, style_name):
+    """Choi & Kim Fig. 3: raw per-layer style losses differ by orders of magnitude, normalized ones do not."""
+    photo = images.load_image(image_dir / "tubingen.jpg", 96)
+    style = images.load_image(image_dir / f"{style_name}.jpg", 96)
+    layers = vgg.choi_kim_style_layers(net.arch)
+    initial = {}
+    for variant in ("gatys", "normalized"):
+        obj = losses.build_objective(net, photo, style, content_layers=["relu4_2"], style_layers=layers, variant=variant)
+        with torch.no_grad():
+            _, parts = obj(net.extract(photo, obj.layers), photo)
+        initial[variant] = np.array([float(parts[f"style:{n}"]) for n in layers])
+    raw, norm = initial["gatys"], initial["normalized"]
+    # measured (starry night, 96 px): raw spans 0.1 .. 1.6e9, normalized 0.19 .. 1.16
+    assert raw.max() / raw.min() > 1e4, raw
+    assert norm.min() > 0.03 and norm.max() < 30, norm
+    assert norm.max() / norm.min() < 100, norm

@@ -32,7 +32,7 @@ lab: $(STAMP)
 # Every test: library unit tests, pretrained-weight tests (skipped with a reason when the
 # weights are absent) and the notebooks under nbval in smoke mode.
 test: $(STAMP)
-	NSTLIB_WEIGHTS='$(TEST_WEIGHTS)' NSTLIB_TEST_IMAGES='$(SHARED_IMAGES)' NSTLIB_SMOKE=1 \
+	NSTLIB_WEIGHTS='$(TEST_WEIGHTS)' NSTLIB_IMAGE_DIR='$(SHARED_IMAGES)' NSTLIB_SMOKE=1 \
 	MPLBACKEND=Agg $(PY) -m pytest tests
 
 bench: $(STAMP)

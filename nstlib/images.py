@@ -164,11 +164,15 @@ def _open_path(path: Path, max_pixels: int) -> Image.Image:
         raise ValueError(f"{path} is not an image Pillow can read (expected PNG, JPEG, WebP, TIFF, ...).") from None
     except Image.DecompressionBombError as e:
         raise ValueError(f"{path}: refused as a possible decompression bomb: {e}") from None
-    _check_pixels(img.size, str(path), max_pixels)
     try:
+        _check_pixels(img.size, str(path), max_pixels)
         img.load()
     except (OSError, SyntaxError) as e:
+        img.close()
         raise ValueError(f"{path} could not be decoded: {e}. The file is probably truncated or damaged.") from None
+    except BaseException:
+        img.close()
+        raise
     return img
 
 

@@ -154,6 +154,7 @@ def random_state_dict(arch: str, seed: int = 0) -> dict[str, torch.Tensor]:
 
 def expected_shapes(arch: str) -> dict[str, tuple[int, ...]]:
     """Keys and shapes of a `features` state dict for this architecture."""
+    _check_arch(arch)
     shapes: dict[str, tuple[int, ...]] = {}
     c_in = 3
     for idx, c_out in _conv_indices(arch):

@@ -2,7 +2,7 @@
 
 These need pretrained weights (NSTLIB_WEIGHTS naming a file, e.g. the ImageNet VGG-16 in
 ../shared/weights, which `make test` sets when it exists) and the paper's images
-(NSTLIB_TEST_IMAGES, a folder with tubingen.jpg, starry_night.jpg, ...). Without them they skip
+(NSTLIB_IMAGE_DIR, a folder with tubingen.jpg, starry_night.jpg, ...). Without them they skip
 with the reason. Thresholds come from measurements with the shared VGG-16 (Caffe) weights on a
 2-core CPU; the measured values are in the comments, the margins are wide on purpose.
 """
@@ -38,9 +38,9 @@ def net() -> vgg.VGGFeatures:
 
 @pytest.fixture(scope="module")
 def image_dir() -> Path:
-    folder = Path(os.environ.get("NSTLIB_TEST_IMAGES", ""))
+    folder = Path(os.environ.get("NSTLIB_IMAGE_DIR", ""))
     if not folder.name or not (folder / "tubingen.jpg").exists():
-        pytest.skip("NSTLIB_TEST_IMAGES does not name a folder with the paper's images (tubingen.jpg, ...)")
+        pytest.skip("NSTLIB_IMAGE_DIR does not name a folder with the paper's images (tubingen.jpg, ...)")
     return folder
 
 

@@ -1,0 +1,40 @@
+"""Committed notebooks carry no bulky outputs and no execution counts (see notebook_tools.py)."""
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from notebook_tools import CHECK, is_checked, problems
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
+
+
+def test_there_are_notebooks():
+    assert len(NOTEBOOKS) >= 3
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_clean(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    assert problems(nb) == [], f"{path.name}: run `python tests/notebook_tools.py refresh {path}`"
+    assert any(is_checked(c) for c in nb.cells), f"{path.name} has no {CHECK} cell"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_opens_with_goals_and_ends_with_exercises(path):
+    nb = nbformat.read(path, as_version=4)
+    first, last = nb.cells[0].source, nb.cells[-1].source
+    for word in ("What you will do", "What you will learn", "What you need"):
+        assert word in first, f"{path.name}: the first cell should say '{word}'"
+    assert "Exercises" in last, f"{path.name}: the last cell should hold the exercises"
+
+
+def test_problems_catches_outputs():
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("print(1)")
+    cell.outputs = [nbformat.v4.new_output("stream", text="1\n")]
+    cell.execution_count = 3
+    nb.cells.append(cell)
+    assert len(problems(nb)) == 2

@@ -199,7 +199,7 @@ def _pil_to_tensor(img: Image.Image, name: str) -> torch.Tensor:
 def _array_to_tensor(arr: np.ndarray, name: str) -> torch.Tensor:
     if arr.size == 0:
         raise ValueError(f"{name}: the image is empty.")
-    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
+    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] > 4:
         raise ValueError(
             f"{name}: NumPy images are expected as (H, W, channels); this looks channels-first. "
             f"Use arr.transpose(1, 2, 0)."
@@ -216,7 +216,7 @@ def _array_to_tensor(arr: np.ndarray, name: str) -> torch.Tensor:
         arr = arr.astype(np.float32) / 65535.0
     elif np.issubdtype(arr.dtype, np.floating):
         arr = arr.astype(np.float32)
-        _check_unit_range(float(np.nanmin(arr)), float(np.nanmax(arr)), bool(np.isnan(arr).any()), name)
+        _check_unit_range(float(np.nanmin(arr)), float(np.nanmax(arr)), not bool(np.isfinite(arr).all()), name)
     else:
         raise TypeError(f"{name}: unsupported dtype {arr.dtype}; expected uint8, uint16, bool or float in [0, 1].")
     t = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).unsqueeze(0)

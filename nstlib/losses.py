@@ -1,7 +1,8 @@
 """Losses of Gatys et al. (2016) and the normalized losses of Choi & Kim (2020).
 
 Every loss works on a batch and returns one value per image, shape (B,), so that several
-independent transfers can run as one batch; the optimizer sums them.
+independent transfers can run as one batch; the optimizer sums them (exactly separable with Adam;
+L-BFGS couples the batch through its shared curvature estimate).
 
 Gram matrices: ``gram_matrix(F)`` is the paper's G = F F^T (sum over positions). The style
 targets are stored *per position* (``normalize=True``: divided by M = H * W), and the Gatys
@@ -183,7 +184,7 @@ def build_objective(
     """
     if variant not in ("gatys", "normalized"):
         raise ValueError(f"variant must be 'gatys' or 'normalized', got {variant!r}.")
-    obj = Objective(variant=variant, tv_weight=float(tv_weight))
+    obj = Objective(variant=variant, tv_weight=float(as_batch_weight(tv_weight, "tv_weight")))
     cw = layer_weight_dict(content_layers, "content_layers") if content is not None else {}
     sw = layer_weight_dict(style_layers, "style_layers") if style is not None else {}
     extractor.check_layers([*cw, *sw])

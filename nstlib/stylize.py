@@ -45,7 +45,7 @@ class StepInfo:
 
     step: int  # steps done so far
     steps: int  # steps asked for
-    loss: float  # current total loss (sum over the batch)
+    loss: float  # total loss (sum over the batch) of the image *before* this step's update
     parts: dict[str, float]  # current unweighted per-layer losses (mean over the batch)
     image: torch.Tensor  # (B, 3, H, W) current image, detached, clamped to [0, 1], on the device
     elapsed: float  # seconds since the run started
@@ -141,7 +141,10 @@ def stylize(
     content_layers, style_layers: layer names (equal weights summing to 1) or {name: weight}.
     alpha, beta: the Gatys weights (defaults 1 and 1e3); lambda_os: the normalized variant's
         content weight (default 1e-2). A sequence instead of a number runs one image per value
-        as one batch (likewise a sequence as a layer's weight).
+        as one batch (likewise a sequence as a layer's weight). With Adam the batch items are
+        exactly independent runs (Adam is elementwise); L-BFGS shares one curvature history and
+        step size across the batch, so a batched L-BFGS run is a joint optimization, close to
+        but not the same as separate runs.
     init: "noise" (seeded white noise), "content", "style", or an image.
     optimizer: "lbfgs" or "adam"; steps: see the module docstring; lr: None for the default.
     callback(info) every `callback_every` steps; return True (or raise StopOptimization) to stop.
@@ -309,8 +312,9 @@ def stylize(
             record(total, parts)
     if stopped and stopped.startswith("non-finite"):
         warnings.warn(
-            f"stylize: {stopped}. Returned the best finite image so far. Lower lr, the weights or the "
-            f"TV weight, or use L-BFGS.", RuntimeWarning, stacklevel=2,
+            f"stylize: {stopped}. Returned the best finite image so far. Lower lr"
+            f"{' (L-BFGS: try lr=0.5)' if optimizer == 'lbfgs' else ' or use L-BFGS'}, or the weights.",
+            RuntimeWarning, stacklevel=2,
         )
     synchronize(dev)
     history = _history(totals, part_names, part_rows)
@@ -388,7 +392,7 @@ def _describe_source(src: object) -> str | None:
 
 
 def _jsonable(v: Any) -> Any:
-    if isinstance(v, torch.Tensor):
+    if isinstance(v, (torch.Tensor, np.ndarray, np.generic)):
         return v.tolist()
     if isinstance(v, dict):
         return {k: _jsonable(x) for k, x in v.items()}

@@ -11,6 +11,7 @@ import hashlib
 import http.server
 import io
 import json
+import os
 import re
 import socket
 import threading
@@ -115,6 +116,10 @@ def server():
 def base(server) -> str:
     server.hits.clear()
     return f"http://127.0.0.1:{server.server_address[1]}"
+
+
+# The mirror folder the test command sets (the paper's images), read before the fixture hides it.
+PAPER_IMAGES = os.environ.get("NSTLIB_IMAGE_DIR")
 
 
 @pytest.fixture(autouse=True)
@@ -266,7 +271,7 @@ def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
 
 def test_paper_images_through_the_mirror_setting(monkeypatch):
     """With the test images of CI (NSTLIB_IMAGE_DIR) as mirror, the paper's keys resolve offline."""
-    folder = data.os.environ.get("NSTLIB_IMAGE_DIR")
+    folder = PAPER_IMAGES
     if not folder or not Path(folder).is_dir():
         pytest.skip("NSTLIB_IMAGE_DIR does not name a folder of the paper's images")
     monkeypatch.setenv(data.IMAGE_DIR_ENV, folder)

@@ -1,0 +1,359 @@
+"""The command line: ``nstlib stylize CONTENT STYLE -o OUT.png`` (also ``python -m nstlib``).
+
+Subcommands:
+  stylize   run one transfer and write OUT.png plus OUT.json (the settings) beside it;
+  layers    print the layer table of VGG-16/19 (channels, stride, receptive field, shapes);
+  weights   print the one-line report of the weights a setting resolves to.
+
+`main(argv)` returns the exit status instead of exiting, so that an instructor's sweep script
+can call it in a loop: 0 done, 1 a problem with the inputs or the run (bad file, unknown layer,
+missing weights, image too small), 2 a usage error (unknown or conflicting options), 130
+interrupted (after saving the best image so far). Errors are one line, ``nstlib: error: ...``,
+never a traceback (``--traceback`` shows one, for bug reports); the exception is missing
+weights, whose message says over several lines how to get them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+from nstlib import __version__
+
+PROG = "nstlib"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+#: Suffixes `save_image` can write (checked before the run, not after it).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+
+class UsageError(Exception):
+    """A bad command line: exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but an error is one line and raises instead of calling sys.exit."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+# -- option types: each raises ArgumentTypeError with what was expected --------------------
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
+def _weight(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number such as 1e3, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def _size(text: str) -> int | tuple[int, int]:
+    """'256' (longest side) or '192x256' (height x width)."""
+    m = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+)\s*)?", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"expected a number of pixels (256) or HEIGHTxWIDTH (192x256), got {text!r}")
+    h = int(m.group(1))
+    w = int(m.group(2)) if m.group(2) else None
+    if h < 1 or (w is not None and w < 1):
+        raise argparse.ArgumentTypeError(f"sizes must be >= 1 px, got {text!r}")
+    return h if w is None else (h, w)
+
+
+def parse_layers(text: str, option: str) -> tuple[str, ...] | dict[str, float] | str:
+    """'relu4_2' / 'relu1_1,relu2_1' -> names (equal weights); 'relu4_2=1,relu5_1=0.5' -> {name: weight}.
+
+    'gatys' and 'choi-kim' are returned as they are (presets, resolved once the architecture
+    is known); '' means no layer (drops that loss term).
+    """
+    text = text.strip()
+    if text.lower() in ("gatys", "choi-kim", "choi_kim", "choikim"):
+        return "choi-kim" if text.lower() != "gatys" else "gatys"
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        return ()
+    weighted = ["=" in t for t in items]
+    if not any(weighted):
+        if len(set(items)) != len(items):
+            raise UsageError(f"{option} names a layer twice: {text!r}")
+        return tuple(items)
+    if not all(weighted):
+        raise UsageError(f"{option}: give a weight to every layer or to none, got {text!r} (e.g. relu4_2=1,relu5_2=0.5)")
+    out: dict[str, float] = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        name = name.strip()
+        try:
+            w = _weight(value)
+        except argparse.ArgumentTypeError as e:
+            raise UsageError(f"{option}: weight of {name!r}: {e}") from None
+        if name in out:
+            raise UsageError(f"{option} names the layer {name!r} twice")
+        out[name] = w
+    return out
+
+
+# -- the parser ---------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of the `nstlib` command (subcommands stylize, layers, weights)."""
+    parser = _Parser(
+        prog=PROG,
+        description="Neural style transfer (Gatys et al. 2016; normalized losses of Choi & Kim 2020).",
+        epilog="Run 'nstlib COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    parser.add_argument("--traceback", action="store_true", help="on an error, show the Python traceback (for bug reports)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    weights_help = "weights setting: torchvision, random[:vgg16][:SEED], or [vgg16:][caffe:]PATH (default: $NSTLIB_WEIGHTS, else torchvision's VGG-19)"
+
+    s = sub.add_parser("stylize", help="paint CONTENT in the style of STYLE and save the result",
+                       description="Optimize an image whose VGG features match CONTENT's and whose Gram matrices match STYLE's. "
+                       "Writes OUT (PNG, JPEG, ...) and OUT.json with the settings beside it.")
+    s.add_argument("content", metavar="CONTENT", help="the content image (a photo)")
+    s.add_argument("style", metavar="STYLE", help="the style image (a painting)")
+    s.add_argument("-o", "--output", required=True, metavar="OUT.png", help="where to write the result (its folder must exist)")
+    g = s.add_argument_group("images")
+    g.add_argument("--size", type=_size, default=256, help="output size: longest side in px, or HxW (default 256)")
+    g.add_argument("--style-size", type=_size, default=None, help="style image size (default: the output's longest side)")
+    g = s.add_argument_group("loss")
+    g.add_argument("--variant", choices=("gatys", "normalized"), default="gatys",
+                   help="gatys: alpha*L_content + beta*L_style; normalized: Choi & Kim, lambda_os*L_o + L_s")
+    g.add_argument("--alpha", type=_weight, help="gatys content weight (default 1)")
+    g.add_argument("--beta", type=_weight, help="gatys style weight (default 1e3)")
+    g.add_argument("--lambda-os", type=_weight, help="normalized variant's content weight (default 1e-2)")
+    g.add_argument("--content-layers", default="relu4_2", metavar="LAYERS",
+                   help="comma list, optionally name=weight (default relu4_2)")
+    g.add_argument("--style-layers", default="gatys", metavar="LAYERS",
+                   help="comma list, optionally name=weight, or a preset: gatys (relu1_1..relu5_1), "
+                   "choi-kim (last ReLU of each block) (default gatys)")
+    g.add_argument("--tv-weight", type=_weight, default=0.0, help="total-variation weight (default 0)")
+    g = s.add_argument_group("optimization")
+    g.add_argument("--steps", type=_count, default=300, help="optimizer steps (default 300)")
+    g.add_argument("--optimizer", choices=("lbfgs", "adam"), default="lbfgs", help="default lbfgs")
+    g.add_argument("--lr", type=float, default=None, help="learning rate (default: 1 for lbfgs, 0.02 for adam)")
+    g.add_argument("--init", default="noise", help="noise, content, style, or an image PATH (default noise)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the noise start (default 0)")
+    g = s.add_argument_group("network and machine")
+    g.add_argument("--weights", default=None, help=weights_help)
+    g.add_argument("--pooling", choices=("avg", "max"), default="avg", help="default avg (the paper's choice)")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    g = s.add_argument_group("output")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--save-every", type=_positive_int, default=None, metavar="N",
+                   help="also write a preview OUT_stepNNNN.png every N steps")
+
+    lay = sub.add_parser("layers", help="print the VGG layer table (channels, stride, receptive field)",
+                         description="Print the layer table of VGG-16 or VGG-19; with --size, the output shape of each layer too.")
+    lay.add_argument("--arch", choices=("vgg19", "vgg16"), default="vgg19", help="default vgg19")
+    lay.add_argument("--size", type=_size, default=None, help="input size, HxW or one number for a square (optional)")
+
+    w = sub.add_parser("weights", help="print which weights a setting loads, in one line",
+                       description="Load the weights a setting names and print the one-line report (architecture, source, input convention).")
+    w.add_argument("--weights", default=None, help=weights_help)
+    w.add_argument("--pooling", choices=("avg", "max"), default="avg", help="default avg")
+    return parser
+
+
+# -- main ---------------------------------------------------------------------------------
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with `argv` (default: sys.argv[1:]); returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    show_traceback = "--traceback" in argv
+    argv = [a for a in argv if a != "--traceback"]  # accepted anywhere on the line, not only before COMMAND
+    try:
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as e:  # --help and --version exit 0 through argparse
+            return int(e.code or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            if args.command == "stylize":
+                return _cmd_stylize(args)
+            if args.command == "layers":
+                return _cmd_layers(args)
+            return _cmd_weights(args)
+    except UsageError as e:
+        _error(str(e))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        _error("interrupted (Ctrl-C) before a result was saved")
+        return EXIT_INTERRUPTED
+    except Exception as e:
+        if show_traceback:
+            raise
+        from nstlib.weights import WeightsUnavailableError
+
+        if isinstance(e, WeightsUnavailableError):
+            print(f"{PROG}: error: {e}", file=sys.stderr)  # several lines on purpose: how to get weights
+        else:
+            _error(_one_line(e))
+        return EXIT_FAILED
+
+
+def _cmd_stylize(args: argparse.Namespace) -> int:
+    if args.variant == "normalized" and (args.alpha is not None or args.beta is not None):
+        raise UsageError("--alpha and --beta weight the gatys variant; with --variant normalized set --lambda-os (the style weight is 1)")
+    if args.variant == "gatys" and args.lambda_os is not None:
+        raise UsageError("--lambda-os weights the normalized variant; add --variant normalized, or set --alpha/--beta")
+    from nstlib.vgg import GATYS_CONTENT_LAYERS
+
+    content_layers = parse_layers(args.content_layers, "--content-layers")
+    style_layers = parse_layers(args.style_layers, "--style-layers")
+    if isinstance(content_layers, str):
+        content_layers = GATYS_CONTENT_LAYERS  # both papers take content from conv4_2 (relu4_2 here)
+    out = _check_output(Path(args.output))
+
+    # Cheap checks first, so that a typo in a path does not cost a weights download.
+    from nstlib.images import load_image
+
+    load_image(args.content)
+    load_image(args.style)
+    if args.init not in ("noise", "content", "style"):
+        if not os.path.exists(args.init):
+            raise FileNotFoundError(f"--init {args.init!r}: expected noise, content, style or an image file; no file at {args.init}")
+        load_image(args.init)
+
+    from nstlib.devices import describe_device, pick_device
+    from nstlib.images import save_image
+    from nstlib.stylize import stylize
+    from nstlib.vgg import GATYS_STYLE_LAYERS, choi_kim_style_layers, load_vgg
+
+    device = pick_device(args.device)
+    net = load_vgg(args.weights, pooling=args.pooling, device=device)
+    if isinstance(style_layers, str):
+        style_layers = GATYS_STYLE_LAYERS if style_layers == "gatys" else choi_kim_style_layers(net.arch)
+    net.check_layers([*content_layers, *style_layers])
+
+    kwargs: dict[str, Any] = dict(
+        size=args.size, style_size=args.style_size, variant=args.variant,
+        content_layers=content_layers, style_layers=style_layers,
+        alpha=args.alpha, beta=args.beta, lambda_os=args.lambda_os, tv_weight=args.tv_weight,
+        init=args.init, seed=args.seed, optimizer=args.optimizer, steps=args.steps, lr=args.lr,
+    )
+    print(f"weights: {net.describe()}")
+    print(f"device:  {describe_device(device)}")
+    print(f"content: {args.content}\nstyle:   {args.style}")
+    print("settings: " + _settings_line(kwargs))
+
+    callback = None
+    if args.save_every:
+        def callback(info) -> None:
+            save_image(info.image, out.with_name(f"{out.stem}_step{info.step:04d}{out.suffix}"))
+
+    result = stylize(
+        args.content, args.style, extractor=net, device=device, progress=not args.no_progress,
+        callback=callback, callback_every=args.save_every or 10, **kwargs,
+    )
+    path = result.save(out)
+    per_step = f" ({result.wall_time / result.steps_done:.3g} s/step)" if result.steps_done else ""
+    print(f"time:    {result.wall_time:.1f} s for {result.steps_done} steps{per_step}, final loss {float(result.loss[0]):.4g}")
+    if result.stopped and result.stopped.startswith("interrupted"):
+        print(f"{result.stopped}: saved the best image so far.")
+    elif result.stopped:
+        print(f"stopped early: {result.stopped}")
+    print(f"wrote:   {path}\n         {path.with_suffix('.json')}")
+    if result.stopped and result.stopped.startswith("interrupted"):
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def _cmd_layers(args: argparse.Namespace) -> int:
+    from nstlib.vgg import layer_table
+
+    size = (args.size, args.size) if isinstance(args.size, int) else args.size
+    rows = layer_table(args.arch, size)
+    head = f"{'layer':<8} {'channels':>8} {'stride':>6} {'RF px':>6} {'min px':>6}"
+    if size:
+        head += f"  shape (C, H, W) for {size[0]}x{size[1]}"
+    print(head)
+    for r in rows:
+        line = f"{r.name:<8} {r.channels:>8} {r.stride:>6} {r.receptive_field:>6} {r.min_input:>6}"
+        if size:
+            c, h, w = r.shape
+            line += f"  ({c}, {h}, {w})" + ("  <- empty: input too small" if h < 1 or w < 1 else "")
+        print(line)
+    return EXIT_OK
+
+
+def _cmd_weights(args: argparse.Namespace) -> int:
+    from nstlib.vgg import load_vgg
+
+    print(load_vgg(args.weights, pooling=args.pooling).describe())
+    return EXIT_OK
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+def _check_output(path: Path) -> Path:
+    """Fail before the run, not after it: the suffix, the folder, the permission."""
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise UsageError(f"-o {path}: unknown image suffix {path.suffix!r}; use one of {', '.join(IMAGE_SUFFIXES)}")
+    if path.is_dir():
+        raise ValueError(f"-o {path} is a folder; give a file name such as {path / 'result.png'}")
+    folder = path.parent
+    if not folder.is_dir():
+        raise FileNotFoundError(f"-o {path}: the folder {folder} does not exist (create it first: mkdir -p {folder})")
+    if not os.access(folder, os.W_OK):
+        raise PermissionError(f"-o {path}: the folder {folder} is not writable")
+    return path
+
+
+def _settings_line(kwargs: dict[str, Any]) -> str:
+    shown = {k: v for k, v in kwargs.items() if v is not None and not (k == "tv_weight" and v == 0)}
+    for key in ("content_layers", "style_layers"):
+        v = shown[key]
+        shown[key] = ",".join(f"{n}={w:g}" for n, w in v.items()) if isinstance(v, dict) else ",".join(v) or "none"
+    return " ".join(f"{k}={v}" for k, v in shown.items())
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    if type(e).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError (CUDA / MPS)
+        return f"out of GPU memory; try a smaller --size or --style-size ({text[:200]})"
+    if isinstance(e, (ValueError, TypeError, OSError)) or type(e).__module__.startswith("nstlib"):
+        return text
+    return f"{type(e).__name__}: {text} (run with --traceback for details)"
+
+
+def _error(message: str) -> None:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"{PROG}: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -6,6 +6,7 @@ weights ("random:vgg16:0"), which is enough to test shapes, formulas and the opt
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -14,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+from nstlib import weights as W
 from nstlib.vgg import VGGFeatures, load_vgg
 
 
@@ -40,6 +42,29 @@ def random_vgg16() -> VGGFeatures:
 def random_vgg19() -> VGGFeatures:
     """VGG-19 with seeded random weights (seed 0), avg pooling. Shared: do not modify it."""
     return load_vgg("random:vgg19:0")
+
+
+@pytest.fixture(scope="session")
+def pretrained_net() -> VGGFeatures:
+    """The pretrained network NSTLIB_WEIGHTS names (make test: ../shared/weights), else skip."""
+    setting = os.environ.get(W.ENV_VAR, "")
+    if not setting:
+        pytest.skip(f"{W.ENV_VAR} is not set: this test needs pretrained weights (make test sets it to ../shared/weights when present)")
+    spec = W.parse_spec(setting, W.ENV_VAR)
+    if spec.kind != "file":
+        pytest.skip(f"{W.ENV_VAR}={setting!r} is not a pretrained weights file")
+    if not spec.path.exists():
+        pytest.skip(f"pretrained weights file {spec.path} is absent")
+    return load_vgg(spec)
+
+
+@pytest.fixture(scope="session")
+def paper_images() -> Path:
+    """The folder NSTLIB_IMAGE_DIR names, holding the paper's images (tubingen.jpg, ...), else skip."""
+    folder = Path(os.environ.get("NSTLIB_IMAGE_DIR", ""))
+    if not folder.name or not (folder / "tubingen.jpg").exists():
+        pytest.skip("NSTLIB_IMAGE_DIR does not name a folder with the paper's images (tubingen.jpg, ...)")
+    return folder
 
 
 def smooth_image(h: int, w: int, seed: int = 0) -> torch.Tensor:

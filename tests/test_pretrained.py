@@ -9,39 +9,24 @@ with the reason. Thresholds come from measurements with the shared VGG-16 (Caffe
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 from nstlib import images, losses, vgg
-from nstlib import weights as W
 from nstlib.stylize import stylize
 
 pytestmark = pytest.mark.pretrained
 
 
-@pytest.fixture(scope="module")
-def net() -> vgg.VGGFeatures:
-    setting = os.environ.get(W.ENV_VAR, "")
-    if not setting:
-        pytest.skip(f"{W.ENV_VAR} is not set: these tests need pretrained weights (make test sets it to ../shared/weights when present)")
-    spec = W.parse_spec(setting, W.ENV_VAR)
-    if spec.kind != "file":
-        pytest.skip(f"{W.ENV_VAR}={setting!r} is not a pretrained weights file")
-    if not spec.path.exists():
-        pytest.skip(f"pretrained weights file {spec.path} is absent")
-    return vgg.load_vgg(spec)
+@pytest.fixture
+def net(pretrained_net):
+    return pretrained_net
 
 
-@pytest.fixture(scope="module")
-def image_dir() -> Path:
-    folder = Path(os.environ.get("NSTLIB_IMAGE_DIR", ""))
-    if not folder.name or not (folder / "tubingen.jpg").exists():
-        pytest.skip("NSTLIB_IMAGE_DIR does not name a folder with the paper's images (tubingen.jpg, ...)")
-    return folder
+@pytest.fixture
+def image_dir(paper_images):
+    return paper_images
 
 
 def _luminance(x: torch.Tensor) -> torch.Tensor:

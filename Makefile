@@ -18,7 +18,7 @@ endif
 # The paper's images for tests and CI runs (never copied into the repo).
 SHARED_IMAGES ?= $(abspath ../shared/images)
 
-.PHONY: lab test test-fast bench clean-venv
+.PHONY: lab test bench browser clean-venv
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -29,11 +29,18 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/
 
+# Headless Chromium for tests/test_browser.py (Debian package; instant when present; exits 0
+# with the reason where it cannot install, and that test is then skipped).
+browser:
+	bash .ci/install-browser.sh
+
 # Every test: library unit tests, pretrained-weight tests (skipped with a reason when the
-# weights are absent) and the notebooks under nbval in smoke mode.
-test: $(STAMP)
-	NSTLIB_WEIGHTS='$(TEST_WEIGHTS)' NSTLIB_IMAGE_DIR='$(SHARED_IMAGES)' NSTLIB_SMOKE=1 \
-	MPLBACKEND=Agg $(PY) -m pytest tests
+# weights are absent), the widget panel in a real browser, and the notebooks under nbval in
+# smoke mode.
+test: $(STAMP) browser
+	NSTLIB_WEIGHTS='$(TEST_WEIGHTS)' NSTLIB_IMAGE_DIR='$(SHARED_IMAGES)' NSTLIB_SMOKE=1 MPLBACKEND=Agg \
+	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env \
+	    --nbval-sanitize-with notebooks/sanitize.cfg --durations=15
 
 bench: $(STAMP)
 	NSTLIB_WEIGHTS='$(TEST_WEIGHTS)' $(PY) -m nstlib.bench

@@ -1,0 +1,236 @@
+"""Notebook 6 in a real browser: JupyterLab on loopback, headless Chromium driven by Playwright.
+
+The test copies notebooks/06_interactive_tuning.ipynb into a temporary folder (so that the
+browser never writes into the repository), starts JupyterLab there with a random token, opens
+the notebook, runs every cell, presses the panel's Run button and checks, in the page, that
+the preview image's pixels change while the run goes, and that Stop ends the run. Screenshots
+go to test-artifacts/browser-panel-running.png and test-artifacts/browser-panel.png.
+
+The browser is Debian's `chromium` (or $NSTLIB_CHROMIUM), installed by .ci/install-browser.sh
+when missing; the test is skipped, with that script's reason, only where it cannot be had.
+Every wait is bounded; the server is always stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK = ROOT / "notebooks" / "06_interactive_tuning.ipynb"
+ARTIFACTS = ROOT / "test-artifacts"
+INSTALL = ROOT / ".ci" / "install-browser.sh"
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"]
+
+pytestmark = pytest.mark.timeout(360)
+
+# Draws the preview <img> into a 16 x 16 canvas and returns its RGBA bytes (the image is a
+# same-origin blob, so the canvas can be read back), or null while no image is decoded.
+PIXELS_JS = """img => {
+    if (!img.complete || !img.naturalWidth) return null;
+    const c = document.createElement('canvas'); c.width = 16; c.height = 16;
+    const ctx = c.getContext('2d'); ctx.drawImage(img, 0, 0, 16, 16);
+    return Array.from(ctx.getImageData(0, 0, 16, 16).data);
+}"""
+# Waits until the notebook is open and its kernel idle, then runs every cell; true once started.
+RUN_ALL_JS = """async () => {
+    const app = window.jupyterapp;
+    if (!app || !app.commands.hasCommand('notebook:run-all-cells')) return false;
+    await app.restored;
+    const nb = app.shell.currentWidget;
+    if (!nb || !nb.sessionContext || !nb.content || !nb.content.widgets) return false;
+    await nb.context.ready; await nb.sessionContext.ready;
+    const k = nb.sessionContext.session && nb.sessionContext.session.kernel;
+    if (!k || k.status !== 'idle') return false;
+    await app.commands.execute('notebook:run-all-cells');
+    return true;
+}"""
+# True when every code cell ran and the kernel is idle again.
+ALL_RAN_JS = """() => {
+    const nb = window.jupyterapp.shell.currentWidget;
+    const k = nb.sessionContext.session.kernel;
+    const cells = nb.content.widgets.filter(c => c.model.type === 'code');
+    return k.status === 'idle' && cells.every(c => c.model.executionCount !== null);
+}"""
+
+
+def find_chromium() -> str | None:
+    for name in (os.environ.get("NSTLIB_CHROMIUM", ""), "chromium", "chromium-browser", "google-chrome-stable", "google-chrome"):
+        if name and (path := shutil.which(name)):
+            return path
+    return None
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    path = find_chromium()
+    if path is None:
+        # The install script exits 0 with a one-line reason when it cannot install.
+        out = subprocess.run(["bash", str(INSTALL)], capture_output=True, text=True, timeout=1200)
+        path = find_chromium()
+        if path is None:
+            pytest.skip(f"no Chromium for the browser test: {(out.stdout + out.stderr).strip()}")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """JupyterLab serving a copy of notebook 6: yields (base URL, token, its log file); always stopped."""
+    root = tmp_path_factory.mktemp("lab")
+    shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
+    home = tmp_path_factory.mktemp("jupyter-home")
+    port, token = free_port(), secrets.token_hex(16)
+    env = dict(os.environ)
+    env.pop("NSTLIB_SMOKE", None)
+    env.update({
+        "NSTLIB_MODE": "cpu",  # the lecture's CPU sizes: 128 px, 200 steps, nothing runs by itself
+        "NSTLIB_WEIGHTS": os.environ.get("NSTLIB_WEIGHTS") or "random:vgg16:0",  # offline: labelled RANDOM in the panel
+        "JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+        "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"), "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
+        "IPYTHONDIR": str(home / "ipython"), "MPLBACKEND": "Agg",
+    })
+    # No "get notified about Jupyter news?" toast over the panel in the screenshots.
+    news = home / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    news.parent.mkdir(parents=True)
+    news.write_text('{"fetchNews": "false"}')
+    log = open(home / "lab.log", "w+")
+    cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--IdentityProvider.token={token}",
+           "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+           f"--ServerApp.root_dir={root}", "--ServerApp.terminals_enabled=False",
+           "--LabApp.expose_app_in_browser=True", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")  # CI containers run as root
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                log.seek(0)
+                pytest.fail(f"jupyter lab exited with {proc.returncode}:\n{log.read()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("jupyter lab did not answer within 90 s")
+            time.sleep(0.5)
+        yield base, token, log
+    finally:
+        # The server and the kernels it started are in their own process group.
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=20)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        log.close()
+
+
+def test_panel_in_jupyterlab_previews_live_and_stops(chromium, lab, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the Python package playwright is not installed (pip install playwright)")
+    base, token, log = lab
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "browser-failure.png").unlink(missing_ok=True)
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=chromium, headless=True, args=CHROMIUM_FLAGS,
+            viewport={"width": 1400, "height": 1100},
+        )
+        page = browser.new_page()
+        page.set_default_timeout(60_000)
+        try:
+            page.goto(f"{base}/lab/tree/{NOTEBOOK.name}?token={token}")
+            run_all(page)
+            page.wait_for_function(ALL_RAN_JS, timeout=180_000, polling=500)
+            errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']")
+            assert errors.count() == 0, f"a cell failed:\n{errors.first.inner_text()}"
+
+            panel = page.locator(".nst-panel").first
+            panel.wait_for(state="attached")
+            # JupyterLab does not render cells scrolled out of view: bring the panel into view.
+            panel.scroll_into_view_if_needed()
+            preview, status = panel.locator("img.nst-preview"), panel.locator(".nst-status")
+            page.wait_for_function("el => el.innerText.startsWith('Ready')", arg=status.element_handle(), timeout=30_000)
+
+            def pixels():
+                return preview.evaluate(PIXELS_JS)
+
+            before = pixels()
+            assert before is not None, "the preview shows a placeholder before Run"
+            panel.locator("button.nst-run").click()
+            t_click = time.monotonic()
+            seen, first_change = [before], None
+            while time.monotonic() - t_click < 60 and len(seen) < 5:
+                px = pixels()
+                if px is not None and _differs(px, seen[-1]):
+                    seen.append(px)
+                    first_change = first_change or time.monotonic() - t_click
+                time.sleep(0.15)
+            print(f"\nbrowser: first preview {first_change} s after the click; {len(seen) - 1} different previews")
+            assert len(seen) >= 4, f"the preview changed only {len(seen) - 1} times in 60 s; status: {status.inner_text()}"
+            assert "step" in status.inner_text()
+            assert panel.locator("button.nst-run").is_disabled(), "a second Run must not start while one runs"
+            panel.screenshot(path=str(ARTIFACTS / "browser-panel-running.png"))
+
+            panel.locator("button.nst-stop").click()
+            page.wait_for_function("el => el.innerText.startsWith('Stopped')", arg=status.element_handle(), timeout=60_000)
+            final = pixels()
+            time.sleep(2.0)
+            assert not _differs(pixels(), final, tol=0.0), "the preview changed after Stop"
+            assert status.inner_text().startswith("Stopped (stopped by request)")
+            assert panel.locator("button.nst-run").is_enabled() and panel.locator("button.nst-stop").is_disabled()
+            panel.screenshot(path=str(ARTIFACTS / "browser-panel.png"))
+        except BaseException:
+            page.screenshot(path=str(ARTIFACTS / "browser-failure.png"), full_page=True)  # to see what went wrong
+            log.seek(0)
+            print("jupyter lab's log (end):\n" + log.read()[-3000:])
+            raise
+        finally:
+            browser.close()
+
+
+def run_all(page, timeout: float = 120.0) -> None:
+    """Run every cell once the notebook and its kernel are ready.
+
+    JupyterLab may reload the page once while it starts (a fresh app, with no commands yet),
+    which destroys the page's script context: then try again.
+    """
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            if page.evaluate(RUN_ALL_JS):
+                return
+        except Exception as e:  # playwright's Error: "Execution context was destroyed" on a reload
+            if "context" not in str(e) and "navigat" not in str(e):
+                raise
+        time.sleep(0.5)
+    pytest.fail(f"the notebook or its kernel was not ready within {timeout:.0f} s")
+
+
+def _differs(a: list[int] | None, b: list[int] | None, tol: float = 0.5) -> bool:
+    """Mean absolute difference of two 16 x 16 RGBA samples above `tol` (0-255 scale)."""
+    if a is None or b is None:
+        return a is not b
+    return sum(abs(x - y) for x, y in zip(a, b)) / len(a) > tol

@@ -33,6 +33,7 @@ from nstlib.losses import LayerWeights, Weight, build_objective, layer_weight_di
 from nstlib.vgg import GATYS_CONTENT_LAYERS, GATYS_STYLE_LAYERS, VGGFeatures, load_vgg
 
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.02}
+LBFGS_LOSS_SCALE = 1e3  # L-BFGS sees the loss scaled to this value at the start (see stylize)
 
 
 class StopOptimization(Exception):
@@ -244,9 +245,11 @@ def stylize(
         best_loss = torch.where(better, total, best_loss)
         best_x = torch.where(better.view(-1, 1, 1, 1), x.detach(), best_x)
 
-    # L-BFGS runs on L / L(x0) per image: the same minimum, but numbers of order 1. Raw Gatys
-    # losses reach 1e11 with Caffe weights, and torch's LBFGS (no line search) then overshoots
-    # into inf within a few iterations; scaled, it converges. Adam is scale-invariant anyway.
+    # L-BFGS runs on 1000 * L / L(x0) per image: the same minimum, with moderate numbers. Raw
+    # Gatys losses reach 1e11 with Caffe weights, and torch's LBFGS (no line search) then
+    # overshoots into inf within a few iterations. Scaling to 1 instead of 1000 converges too,
+    # but near convergence the curvature products underflow into denormal floats, which made
+    # CPU steps 3-4x slower; 1e6 stalls the first steps. Adam is scale-invariant anyway.
     loss_scale: torch.Tensor | None = None
 
     def closure() -> torch.Tensor:
@@ -255,7 +258,7 @@ def stylize(
         total, parts = objective(net.extract(x, layers), x)
         if optimizer == "lbfgs":
             if loss_scale is None:
-                loss_scale = 1.0 / total.detach().clamp_min(1e-30)
+                loss_scale = LBFGS_LOSS_SCALE / total.detach().clamp_min(1e-30)
             loss = (total * loss_scale).sum()
         else:
             loss = total.sum()

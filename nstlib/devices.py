@@ -33,7 +33,9 @@ def describe_device(device: str | torch.device | None = None) -> str:
         return f"cuda ({props.name}, {props.total_memory / 2**30:.0f} GiB)"
     if dev.type == "mps":
         return "mps (Apple GPU)"
-    return f"cpu ({torch.get_num_threads()} threads; no GPU found, so keep images small)"
+    n = torch.get_num_threads()
+    why = "no GPU found, so keep images small" if device in (None, "auto") else "keep images small"
+    return f"cpu ({n} thread{'s' if n != 1 else ''}; {why})"
 
 
 def synchronize(device: torch.device) -> None:

@@ -228,8 +228,9 @@ def _load_file(spec: WeightsSpec) -> LoadedWeights:
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
+        # torch's own message advises weights_only=False: unsafe, and wrong for a non-torch file.
         raise ValueError(
-            f"{path} could not be read as PyTorch weights ({type(e).__name__}: {str(e).splitlines()[0]}). "
+            f"{path} is not a PyTorch weights file that can be loaded safely ({type(e).__name__}). "
             f"Expected a state dict saved with torch.save, loadable with weights_only=True."
         ) from None
     if isinstance(raw, Mapping) and "state_dict" in raw and isinstance(raw["state_dict"], Mapping):

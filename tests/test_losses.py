@@ -246,3 +246,9 @@ def test_build_objective_bad_input(random_vgg16, content_image):
         build_objective(random_vgg16, content_image, None, content_layers=["relu4_4"], style_layers=[])
     with pytest.raises(ValueError, match="must not all be zero"):
         build_objective(random_vgg16, None, content_image, content_layers=[], style_layers={"relu1_1": 0.0}, variant="normalized")
+
+
+def test_gram_gradient_is_exact():
+    """The Gram's hand-written backward (symmetry: dF = (dG + dG^T) F) matches finite differences."""
+    x = torch.randn(2, 4, 3, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: gram_matrix(t, normalize=True), (x,))

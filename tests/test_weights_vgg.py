@@ -234,7 +234,7 @@ def test_weights_file_not_a_state_dict(tmp_path):
 def test_weights_file_not_torch(tmp_path):
     path = tmp_path / "notes.pth"
     path.write_text("these are not weights\n")
-    with pytest.raises(ValueError, match="could not be read as PyTorch weights"):
+    with pytest.raises(ValueError, match="not a PyTorch weights file"):
         load_vgg(str(path))
 
 

@@ -14,6 +14,8 @@ from PIL import Image
 
 from nstlib.cli import main, parse_layers
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny images run faster on one thread
+
 WEIGHTS = ["--weights", "random:vgg16:0"]
 FAST = ["--size", "40", "--steps", "3", "--no-progress", *WEIGHTS]
 
@@ -165,7 +167,8 @@ def test_module_entry_point(images, tmp_path):
     """`python -m nstlib stylize ...` end to end, in a fresh process."""
     content, style = images
     out = tmp_path / "sub.png"
-    env = {**os.environ, "NSTLIB_WEIGHTS": "random:vgg16:1"}  # the default weights come from the environment
+    # the default weights come from the environment; one thread, as in-process (see conftest)
+    env = {**os.environ, "NSTLIB_WEIGHTS": "random:vgg16:1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "nstlib", "stylize", str(content), str(style), "-o", str(out),
          "--size", "40", "--steps", "2", "--no-progress"],

@@ -28,6 +28,8 @@ def is_checked(cell) -> bool:
 def problems(nb) -> list[str]:
     """Why a notebook is not clean (empty list: clean)."""
     out = []
+    if "widgets" in nb.metadata:
+        out.append("the notebook stores saved widget state (metadata.widgets): strip it")
     for i, cell in enumerate(nb.cells):
         if cell.cell_type != "code":
             continue
@@ -50,7 +52,8 @@ def problems(nb) -> list[str]:
 
 
 def strip(nb, keep_checked: bool = True):
-    """Remove outputs and counts (but those of checked cells, if keep_checked) and run metadata."""
+    """Remove outputs and counts (but those of checked cells, if keep_checked), run metadata and widget state."""
+    nb.metadata.pop("widgets", None)
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue

@@ -143,7 +143,9 @@ def stylize(
     alpha, beta: the Gatys weights (defaults 1 and 1e3); lambda_os: the normalized variant's
         content weight (default 1e-2). A sequence instead of a number runs one image per value
         as one batch (likewise a sequence as a layer's weight). With Adam the batch items are
-        exactly independent runs (Adam is elementwise); L-BFGS shares one curvature history and
+        independent runs (each item's gradient is its own, Adam is elementwise); only float
+        rounding differs, which Adam can grow over many steps in pixels with near-zero
+        gradients (same picture, not the same bits). L-BFGS shares one curvature history and
         step size across the batch, so a batched L-BFGS run is a joint optimization, close to
         but not the same as separate runs.
     init: "noise" (seeded white noise), "content", "style", or an image.

@@ -170,33 +170,23 @@ def test_weights_file_wrong_arch_prefix(tmp_path, vgg16_state):
         load_vgg(f"vgg19:{path}")
 
 
-def test_weights_file_missing_bias_is_named(tmp_path, vgg16_state):
+@pytest.mark.parametrize(
+    "key, prefix, pattern",
+    [
+        ("28.bias", "", r"missing keys: 28\.bias"),
+        # A file that lost one convolution weight should still name what is missing, not only
+        # say that 12 convolutions are neither VGG-16 nor VGG-19.
+        ("28.weight", "", r"28\.weight"),
+        ("28.weight", "vgg16:", r"missing keys: 28\.weight"),
+    ],
+)
+def test_weights_file_missing_key_is_named(tmp_path, vgg16_state, key, prefix, pattern):
     state = dict(vgg16_state)
-    del state["28.bias"]
+    del state[key]
     path = tmp_path / "vgg.pth"
     torch.save(state, path)
-    with pytest.raises(ValueError, match=r"missing keys: 28\.bias"):
-        load_vgg(str(path))
-
-
-def test_weights_file_missing_conv_weight_is_named(tmp_path, vgg16_state):
-    # A file that lost one convolution weight should still name what is missing, not only
-    # say that 12 convolutions are neither VGG-16 nor VGG-19.
-    state = dict(vgg16_state)
-    del state["28.weight"]
-    path = tmp_path / "vgg.pth"
-    torch.save(state, path)
-    with pytest.raises(ValueError, match=r"28\.weight"):
-        load_vgg(str(path))
-
-
-def test_weights_file_missing_conv_weight_named_with_arch(tmp_path, vgg16_state):
-    state = dict(vgg16_state)
-    del state["28.weight"]
-    path = tmp_path / "vgg.pth"
-    torch.save(state, path)
-    with pytest.raises(ValueError, match=r"missing keys: 28\.weight"):
-        load_vgg(f"vgg16:{path}")
+    with pytest.raises(ValueError, match=pattern):
+        load_vgg(f"{prefix}{path}")
 
 
 def test_weights_file_mismatched_shape_is_named(tmp_path, vgg16_state):

@@ -22,7 +22,10 @@ from typing import Mapping, Sequence, Union
 
 import torch
 
+from nstlib.precision import Precision, extract
 from nstlib.vgg import VGGFeatures
+
+VARIANTS = ("gatys", "normalized")
 
 Weight = Union[float, Sequence[float], torch.Tensor]
 LayerWeights = Union[Sequence[str], Mapping[str, Weight]]
@@ -110,6 +113,37 @@ def tv_loss(image: torch.Tensor) -> torch.Tensor:
     return dh + dw
 
 
+# -- the weights of the two variants, checked in one place -----------------------------------
+
+@dataclass(frozen=True)
+class LossWeights:
+    """The resolved global weights: content and style weight of `variant`, as `build_objective` takes them."""
+
+    variant: str
+    content: Weight
+    style: Weight
+
+
+def resolve_weights(variant: str, alpha: Weight | None = None, beta: Weight | None = None,
+                    lambda_os: Weight | None = None) -> LossWeights:
+    """Check that the weights given belong to `variant` and fill in the defaults.
+
+    gatys: content weight alpha (default 1), style weight beta (default 1e3);
+    normalized: content weight lambda_os (default 1e-2), style weight 1 (Choi & Kim).
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {', '.join(map(repr, VARIANTS))}, got {variant!r}.")
+    if variant == "gatys":
+        if lambda_os is not None:
+            raise ValueError("lambda_os (--lambda-os) weights the normalized variant; choose variant 'normalized' "
+                             "(--variant normalized), or set alpha and beta (--alpha, --beta) for 'gatys'.")
+        return LossWeights("gatys", 1.0 if alpha is None else alpha, 1e3 if beta is None else beta)
+    if alpha is not None or beta is not None:
+        raise ValueError("alpha and beta (--alpha, --beta) weight the gatys variant; the normalized variant is "
+                         "weighted by lambda_os (--lambda-os), its content weight (its style weight is 1).")
+    return LossWeights("normalized", 1e-2 if lambda_os is None else lambda_os, 1.0)
+
+
 # -- the objective: targets computed once, the loss evaluated every step -------------------
 
 @dataclass
@@ -191,6 +225,7 @@ def build_objective(
     style_weight: Weight = 1.0,
     tv_weight: float = 0.0,
     pixels: int | None = None,
+    precision: Precision | None = None,
 ) -> Objective:
     """Compute targets once and fold every weight into one number per layer.
 
@@ -198,8 +233,12 @@ def build_objective(
     gatys:      L = content_weight * sum_l c_l L_content,l + style_weight * sum_l w_l E_l
     normalized: L = w * (content_weight * sum_j c^R_j L_o,j + style_weight * sum_j w^R_j L_s,j),
                 layer weights normalized to sum 1, w = `pixels` (the content image's H * W).
+    precision: the network's precision (see `nstlib.precision`; None: float32). Targets are
+        computed in the precision the optimized image's features will be, so that the photo's
+        own content loss is zero; Grams and energies are float32 either way.
     """
-    if variant not in ("gatys", "normalized"):
+    precision = precision or Precision("float32", "default")
+    if variant not in VARIANTS:
         raise ValueError(f"variant must be 'gatys' or 'normalized', got {variant!r}.")
     obj = Objective(variant=variant, tv_weight=float(as_batch_weight(tv_weight, "tv_weight")))
     cw = layer_weight_dict(content_layers, "content_layers") if content is not None else {}
@@ -220,12 +259,12 @@ def build_objective(
         for n, t in tensors.items():
             store[n] = (global_w * t * scale).to(_device(extractor))
     if cw:
-        feats = extractor.extract(content.to(_device(extractor)), list(cw))
+        feats = extract(extractor, content.to(_device(extractor)), list(cw), precision)
         for n in cw:
             obj.content_targets[n] = feats[n].detach()
             obj.content_energy[n] = feats[n].pow(2).flatten(1).sum(1)
     if sw:
-        feats = extractor.extract(style.to(_device(extractor)), list(sw))
+        feats = extract(extractor, style.to(_device(extractor)), list(sw), precision)
         for n in sw:
             a = gram_matrix(feats[n], normalize=True)
             obj.style_targets[n] = a

@@ -33,6 +33,28 @@ def choi_kim_style_layers(arch: str = "vgg19") -> tuple[str, ...]:
     return tuple(f"relu{b + 1}_{n}" for b, n in enumerate(W.BLOCKS[arch]))
 
 
+#: Named style-layer sets: the names `style_layers` accepts besides a list or a dict.
+STYLE_LAYER_PRESETS = ("gatys", "choi-kim")
+
+
+def preset_name(text: str) -> str | None:
+    """The style-layer preset `text` names ("gatys", "choi-kim"; any case, _ or -), else None."""
+    key = text.strip().lower().replace("_", "-")
+    key = "choi-kim" if key == "choikim" else key
+    return key if key in STYLE_LAYER_PRESETS else None
+
+
+def style_layer_preset(name: str, arch: str = "vgg19") -> tuple[str, ...]:
+    """The style layers a preset names on `arch`: "gatys" (relu1_1 ... relu5_1) or "choi-kim"."""
+    key = preset_name(name)
+    if key == "choi-kim":
+        return choi_kim_style_layers(arch)
+    if key == "gatys":
+        return GATYS_STYLE_LAYERS
+    raise ValueError(f"unknown style-layer preset {name!r}; the presets are {', '.join(STYLE_LAYER_PRESETS)} "
+                     f"(or give layer names, e.g. ['relu1_1', 'relu2_1']).")
+
+
 def layer_names(arch: str = "vgg19") -> list[str]:
     """Names of the modules of torchvision's `vgg*.features`, in order."""
     W._check_arch(arch)

@@ -8,6 +8,18 @@ What a "step" is: for Adam, one update. For L-BFGS, one iteration, which here is
 evaluation of the loss and its gradient (torch's LBFGS with ``max_iter=1`` and no line search,
 as in Gatys' and Johnson's implementations), so both optimizers' step counts measure the same
 work: one forward and one backward pass of the network.
+
+Two things make a run fast without changing what it optimizes:
+
+- precision: the network can run in bfloat16 under autocast (`nstlib.precision`); Grams,
+  losses, the image and the optimizer state stay float32.
+- scales (coarse to fine, as in Gatys et al. 2017 and Crowson's style-transfer-pytorch): the
+  image is first optimized small, where a step is cheap and the large structures form, then
+  upsampled and refined at the next size. The style image keeps its size relative to the
+  output at every scale. With the Gatys loss the content weight is multiplied by
+  (output positions / positions at this scale), because the content loss sums over positions
+  and the per-position style loss does not: every scale then optimizes the balance that
+  alpha / beta set for the output size (the normalized loss is size-invariant already).
 """
 
 from __future__ import annotations
@@ -19,47 +31,71 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from nstlib import __version__
 from nstlib._io import atomic_write
 from nstlib.devices import pick_device, synchronize
 from nstlib.images import ImageLike, Size, load_image, resize, save_image, to_pil
-from nstlib.losses import LayerWeights, Weight, build_objective, layer_weight_dict
-from nstlib.vgg import GATYS_CONTENT_LAYERS, GATYS_STYLE_LAYERS, VGGFeatures, load_vgg
+from nstlib.losses import LayerWeights, Objective, Weight, build_objective, layer_weight_dict, resolve_weights
+from nstlib.precision import Precision, extract, resolve_precision
+from nstlib.vgg import GATYS_CONTENT_LAYERS, GATYS_STYLE_LAYERS, VGGFeatures, load_vgg, preset_name, style_layer_preset
 
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.02}
-LBFGS_LOSS_SCALE = 1e3  # L-BFGS sees the loss scaled to this value at the start (see stylize)
+LBFGS_LOSS_SCALE = 1e3  # L-BFGS sees the loss scaled to this value at the start of each scale (see _Scale)
+OPTIMIZERS = ("lbfgs", "adam")
 
 
 class StopOptimization(Exception):
     """Raise from a callback to end a run early; the best image so far is returned."""
 
 
+class StopReason(str, Enum):
+    """Why a run ended before its last step (`StyleResult.stop_reason`; None: all steps ran)."""
+
+    REQUEST = "request"  # the `stop` event was set (a panel's Stop button)
+    CALLBACK = "callback"  # the callback returned True or raised StopOptimization
+    INTERRUPTED = "interrupted"  # Ctrl-C
+    NON_FINITE = "non-finite"  # the loss became NaN or inf
+
+
 @dataclass
 class StepInfo:
     """What a callback sees every `callback_every` steps."""
 
-    step: int  # steps done so far
-    steps: int  # steps asked for
+    step: int  # steps done so far, over all scales
+    steps: int  # steps asked for, over all scales
     loss: float  # total loss (sum over the batch) of the image *before* this step's update
     parts: dict[str, float]  # current unweighted per-layer losses (mean over the batch)
-    image: torch.Tensor  # (B, 3, H, W) current image, detached, clamped to [0, 1], on the device
+    image: torch.Tensor  # (B, 3, h, w) current image at this scale's size, detached, clamped to [0, 1]
     elapsed: float  # seconds since the run started
+    scale: int = 0  # which scale runs (0 = the first, coarsest)
+    scales: int = 1  # how many scales the run has
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(h, w) of the image at the current scale."""
+        return tuple(self.image.shape[-2:])
 
 
 @dataclass
 class StyleResult:
     """What `stylize` returns.
 
-    image: (B, 3, H, W) on the CPU, the lowest-loss image of the run (per batch item).
-    history: name -> array (steps + 1, B); row k is the loss after k steps (row 0: the start).
+    image: (B, 3, H, W) on the CPU, the lowest-loss image of the run (per batch item), at the
+        output size (a run stopped during a coarser scale returns that scale's best, upsampled).
+    history: name -> array (rows, B); row k is the loss after k steps (row 0: the start).
         "total" is the weighted total; "content:<layer>", "style:<layer>", "tv" are unweighted.
-    stopped: None if all steps ran, else why it ended early.
+        A run with several scales has one block of (steps + 1) rows per scale, and "scale" says
+        which scale each row belongs to (losses of different sizes are not comparable).
+    stopped: None if all steps ran, else why it ended early (text); stop_reason: the same as a
+        `StopReason`.
     """
 
     image: torch.Tensor
@@ -70,11 +106,16 @@ class StyleResult:
     stopped: str | None = None
     weights: str = ""
     device: str = "cpu"
+    stop_reason: StopReason | None = None
+    peak_memory_mib: float | None = None  # peak GPU memory allocated by torch (CUDA only)
 
     @property
     def loss(self) -> np.ndarray:
-        """(B,) total loss of the returned images."""
-        return np.nanmin(self.history["total"], axis=0)
+        """(B,) total loss of the returned images (at the output size)."""
+        total = self.history["total"]
+        if "scale" in self.history:
+            total = total[self.history["scale"][:, 0] == self.history["scale"].max()]
+        return np.nanmin(total, axis=0)
 
     def to_pil(self, index: int = 0):
         """The result as a PIL image (item `index` of a batch)."""
@@ -90,9 +131,12 @@ class StyleResult:
             "wall_time_s": round(self.wall_time, 3),
             "steps_done": self.steps_done,
             "stopped": self.stopped,
+            "stop_reason": self.stop_reason.value if self.stop_reason else None,
             "final_loss": float(self.loss[index]),
             "batch_index": index,
         }
+        if self.peak_memory_mib is not None:
+            meta["peak_memory_mib"] = round(self.peak_memory_mib, 1)
         with atomic_write(path.with_suffix(".json"), "w") as f:
             json.dump(meta, f, indent=2)
         return path
@@ -106,6 +150,27 @@ class StyleResult:
         )
 
 
+def scale_sizes(start: int, end: int, factor: float = 2 ** 0.5) -> list[int]:
+    """Sizes (longest sides) from `start` to `end`, each `factor` times the previous, ending at `end`.
+
+    scale_sizes(128, 512) -> [128, 181, 256, 362, 512] (x sqrt(2), as style-transfer-pytorch);
+    scale_sizes(128, 512, 2) -> [128, 256, 512]. Counted down from `end`, so `end` is exact.
+    """
+    if not (isinstance(start, int) and isinstance(end, int)) or start < 1 or end < start:
+        raise ValueError(f"scale_sizes needs whole numbers 1 <= start <= end, got start={start!r}, end={end!r}.")
+    if not factor > 1:
+        raise ValueError(f"factor must be > 1 (each scale larger than the one before), got {factor!r}.")
+    sizes, i = [], 0
+    while True:
+        s = round(end / factor ** i)
+        if s < start:
+            break
+        if not sizes or s < sizes[-1]:
+            sizes.append(s)
+        i += 1
+    return sizes[::-1]
+
+
 def stylize(
     content: ImageLike | None,
     style: ImageLike | None,
@@ -114,7 +179,7 @@ def stylize(
     style_size: Size = None,
     variant: str = "gatys",
     content_layers: LayerWeights = GATYS_CONTENT_LAYERS,
-    style_layers: LayerWeights = GATYS_STYLE_LAYERS,
+    style_layers: LayerWeights | str = GATYS_STYLE_LAYERS,
     alpha: Weight | None = None,
     beta: Weight | None = None,
     lambda_os: Weight | None = None,
@@ -122,7 +187,9 @@ def stylize(
     init: str | ImageLike = "noise",
     seed: int = 0,
     optimizer: str = "lbfgs",
-    steps: int = 300,
+    steps: int | Sequence[int] = 300,
+    scales: Sequence[int] | None = None,
+    precision: str | Precision = "auto",
     lr: float | None = None,
     extractor: VGGFeatures | None = None,
     device: str | torch.device | None = None,
@@ -136,10 +203,12 @@ def stylize(
     content, style: anything `load_image` takes, or None to drop that term (texture synthesis
         needs `size` then). The output has the content image's size after `size`.
     size: longest side (int) or (H, W) of the output; None keeps the content image's size.
-    style_size: the style image's longest side or (H, W); None: the output's longest side.
+    style_size: the style image's longest side or (H, W) at the output size; None: the output's
+        longest side. At a coarser scale the style image shrinks by the same factor.
     variant: "gatys" (L = alpha L_content + beta L_style) or "normalized" (Choi & Kim:
         L = w (lambda_os L_o + L_s), every partial loss divided by its target's energy).
-    content_layers, style_layers: layer names (equal weights summing to 1) or {name: weight}.
+    content_layers, style_layers: layer names (equal weights summing to 1) or {name: weight};
+        style_layers may also name a preset, "gatys" or "choi-kim".
     alpha, beta: the Gatys weights (defaults 1 and 1e3); lambda_os: the normalized variant's
         content weight (default 1e-2). A sequence instead of a number runs one image per value
         as one batch (likewise a sequence as a layer's weight). With Adam the batch items are
@@ -149,39 +218,35 @@ def stylize(
         step size across the batch, so a batched L-BFGS run is a joint optimization, close to
         but not the same as separate runs.
     init: "noise" (seeded white noise), "content", "style", or an image.
-    optimizer: "lbfgs" or "adam"; steps: see the module docstring; lr: None for the default.
+    optimizer: "lbfgs" or "adam"; lr: None for the default.
+    steps: steps per scale (see the module docstring), or one number per scale.
+    scales: None for one scale (the output size), or the longest sides to run at, increasing,
+        e.g. (128, 256) or `scale_sizes(128, 512)`; the output size is added as the last scale
+        if it is not there. The image is upsampled from one scale to the next; L-BFGS starts
+        afresh at each scale, Adam carries its moments over (resized), as style-transfer-pytorch.
+    precision: "auto" (bfloat16 for the network where it is native and measured faster, see
+        `nstlib.precision`), "float32" or "bfloat16".
     callback(info) every `callback_every` steps; return True (or raise StopOptimization) to stop.
     stop: a threading.Event another thread can set to end the run.
     Ctrl-C, a stop, or a NaN/inf loss end the run early and return the best image so far.
     """
     t_start = time.perf_counter()
-    variant, optimizer = _check_choice(variant, ("gatys", "normalized"), "variant"), _check_choice(
-        optimizer, ("lbfgs", "adam"), "optimizer"
-    )
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
-        raise ValueError(f"steps must be a whole number >= 0, got {steps!r}.")
-    if not isinstance(callback_every, int) or callback_every < 1:
+    optimizer = _check_choice(optimizer, OPTIMIZERS, "optimizer")
+    weights = resolve_weights(variant, alpha, beta, lambda_os)
+    if not isinstance(callback_every, int) or isinstance(callback_every, bool) or callback_every < 1:
         raise ValueError(f"callback_every must be an int >= 1, got {callback_every!r}.")
     if content is None and style is None:
         raise ValueError("stylize needs a content image, a style image, or both; got neither.")
-    if variant == "gatys":
-        if lambda_os is not None:
-            raise ValueError("lambda_os weights the normalized variant; for variant='gatys' set alpha and beta.")
-        content_weight = 1.0 if alpha is None else alpha
-        style_weight = 1e3 if beta is None else beta
-    else:
-        if alpha is not None or beta is not None:
-            raise ValueError(
-                "alpha and beta weight the gatys variant; the normalized variant is weighted by lambda_os "
-                "(content weight; the style weight is 1)."
-            )
-        content_weight, style_weight = (1e-2 if lambda_os is None else lambda_os), 1.0
+    lr = DEFAULT_LR[optimizer] if lr is None else float(lr)
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr}.")
 
     dev = pick_device(device)
     net = extractor if extractor is not None else load_vgg()
     net.to(dev)
+    prec = resolve_precision(precision, dev)
 
-    # -- images --------------------------------------------------------------------------
+    # -- images and the plan: which sizes, how many steps each ------------------------------
     content_img = load_image(content, size) if content is not None else None
     if content_img is None:
         if size is None:
@@ -189,145 +254,294 @@ def stylize(
         out_hw = (size, size) if isinstance(size, int) else tuple(size)
     else:
         out_hw = tuple(content_img.shape[-2:])
-    if style_size is None:
-        style_size = max(out_hw)
-    style_full = load_image(style, style_size) if style is not None else None
-    style_img = None if _all_zero(style_weight) else style_full
-    if _all_zero(content_weight):
-        content_img_for_loss = None
-    else:
-        content_img_for_loss = content_img
-    c_layers = layer_weight_dict(content_layers, "content_layers") if content_img_for_loss is not None else {}
-    s_layers = layer_weight_dict(style_layers, "style_layers") if style_img is not None else {}
-    needed = [*c_layers, *s_layers]
-    if not needed and not tv_weight:
+    style_img = load_image(style, max(out_hw) if style_size is None else style_size) if style is not None else None
+    use_content = content_img is not None and not _all_zero(weights.content)
+    use_style = style_img is not None and not _all_zero(weights.style)
+    c_layers = layer_weight_dict(content_layers, "content_layers") if use_content else {}
+    if isinstance(style_layers, str) and preset_name(style_layers):
+        style_layers = style_layer_preset(style_layers, net.arch)
+    s_layers = layer_weight_dict(style_layers, "style_layers") if use_style else {}
+    if not c_layers and not s_layers and not tv_weight:
         raise ValueError("nothing to optimize: no content or style term is left (check the images and weights).")
-    net.check_input_size(*out_hw, needed, what="the output image")
-    if style_img is not None:
-        net.check_input_size(*style_img.shape[-2:], list(s_layers), what="the style image")
-
-    objective = build_objective(
-        net, content_img_for_loss, style_img,
-        content_layers=c_layers, style_layers=s_layers, variant=variant,
-        content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
-        pixels=out_hw[0] * out_hw[1],
-    )
-    batch = _batch_size([*objective.content_weights.values(), *objective.style_weights.values()])
-    x = _initial_image(init, content_img, style_full, out_hw, batch, seed)
-    x = x.to(dev).requires_grad_(True)
-    _warn_if_slow(out_hw, dev)
-
-    lr = DEFAULT_LR[optimizer] if lr is None else float(lr)
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr}.")
-    if optimizer == "lbfgs":
-        # max_iter=1: one iteration = one loss evaluation per step() call, so the loop below
-        # can report progress, call back and stop between iterations; tolerance_grad=0 so a
-        # tiny (but non-zero) gradient does not end the run silently.
-        opt: torch.optim.Optimizer = torch.optim.LBFGS([x], lr=lr, max_iter=1, history_size=100, tolerance_grad=0.0, tolerance_change=0.0)
-    else:
-        opt = torch.optim.Adam([x], lr=lr)
-
-    layers = objective.layers
-    totals: list[torch.Tensor] = []
-    part_rows: list[torch.Tensor] = []
-    part_names: list[str] = []
-    best_loss = torch.full((batch,), math.inf, device=dev)
-    best_x = x.detach().clone()
-
-    def record(total: torch.Tensor, parts: dict[str, torch.Tensor]) -> None:
-        nonlocal best_loss, best_x
-        total = total.detach()
-        totals.append(total)
-        if not part_names:
-            part_names.extend(parts)
-        part_rows.append(torch.stack([p.detach().expand(batch) for p in parts.values()]) if parts else total.new_zeros(0, batch))
-        # Kept on the device without a sync: NaN compares False, so best_x stays finite.
-        better = total < best_loss
-        best_loss = torch.where(better, total, best_loss)
-        best_x = torch.where(better.view(-1, 1, 1, 1), x.detach(), best_x)
-
-    # L-BFGS runs on 1000 * L / L(x0) per image: the same minimum, with moderate numbers. Raw
-    # Gatys losses reach 1e11 with Caffe weights, and torch's LBFGS (no line search) then
-    # overshoots into inf within a few iterations. Scaling to 1 instead of 1000 converges too,
-    # but near convergence the curvature products underflow into denormal floats, which made
-    # CPU steps 3-4x slower; 1e6 stalls the first steps. Adam is scale-invariant anyway.
-    loss_scale: torch.Tensor | None = None
-
-    def closure() -> torch.Tensor:
-        nonlocal loss_scale
-        opt.zero_grad(set_to_none=True)
-        total, parts = objective(net.extract(x, layers), x)
-        if optimizer == "lbfgs":
-            if loss_scale is None:
-                loss_scale = LBFGS_LOSS_SCALE / total.detach().clamp_min(1e-30)
-            loss = (total * loss_scale).sum()
-        else:
-            loss = total.sum()
-        loss.backward()
-        record(total, parts)
-        return loss
+    plan = plan_scales(out_hw, scales, steps, style_img.shape[-2:] if style_img is not None else None)
+    first = plan[0]
+    where = f" at the first scale ({first.hw[0]}x{first.hw[1]})" if len(plan) > 1 else ""
+    net.check_input_size(*first.hw, [*c_layers, *s_layers], what=f"the output image{where}")
+    if use_style:
+        net.check_input_size(*first.style_hw, list(s_layers), what=f"the style image{where}")
 
     settings = _settings(
-        content, style, out_hw, style_img, variant, c_layers, s_layers, alpha, beta, lambda_os,
-        content_weight, style_weight, tv_weight, init, seed, optimizer, steps, lr, dev, net,
+        content=content, style=style, size=out_hw, style_size=style_img.shape[-2:] if use_style else None,
+        variant=weights.variant, content_layers=c_layers, style_layers=s_layers,
+        alpha=weights.content if weights.variant == "gatys" else None,
+        beta=weights.style if weights.variant == "gatys" else None,
+        lambda_os=weights.content if weights.variant == "normalized" else None,
+        tv_weight=tv_weight, init=init if isinstance(init, str) else _describe_source(init), seed=seed,
+        optimizer=optimizer, steps=steps if isinstance(steps, int) else list(steps),
+        scales=[max(p.hw) for p in plan] if len(plan) > 1 else None, precision=prec.name,
+        precision_reason=prec.reason, lr=lr, device=str(dev), pooling=net.pooling, arch=net.arch,
     )
-    stopped: str | None = None
-    done = 0
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    _warn_if_slow(out_hw, dev)
+
+    loop = _Loop(net=net, precision=prec, optimizer=optimizer, lr=lr, callback=callback,
+                 callback_every=callback_every, stop=stop, t_start=t_start, n_scales=len(plan),
+                 total_steps=sum(p.steps for p in plan))
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=steps, disable=not progress, desc=f"{variant}/{optimizer} {out_hw[0]}x{out_hw[1]}", unit="step")
-    # L-BFGS syncs on the loss every step anyway; Adam need not, so it checks every 10 steps.
-    check_every = 1 if optimizer == "lbfgs" else 10
-    try:
-        while done < steps:
-            if stop is not None and stop.is_set():
-                stopped = "stopped by request"
-                break
-            opt.step(closure)
-            if optimizer == "adam":
-                with torch.no_grad():
-                    x.clamp_(0.0, 1.0)
-            done += 1
-            bar.update(1)
-            if done % check_every == 0 or done == steps:
-                last = float(totals[-1].sum())
-                if not math.isfinite(last):
-                    stopped = f"non-finite loss ({last}) at step {done}"
-                    break
-                bar.set_postfix(loss=f"{last:.4g}", refresh=False)
-            if callback is not None and done % callback_every == 0:
-                info = StepInfo(done, steps, float(totals[-1].sum()), _mean_parts(part_names, part_rows[-1]),
-                                x.detach().clamp(0, 1), time.perf_counter() - t_start)
-                try:
-                    if callback(info):
-                        stopped = "stopped by callback"
-                except StopOptimization:
-                    stopped = "stopped by callback"
-                if stopped:
-                    break
-    except KeyboardInterrupt:
-        stopped = f"interrupted (Ctrl-C) after {done} steps"
-    finally:
-        bar.close()
+    loop.bar = tqdm(total=loop.total_steps, disable=not progress, unit="step")
+    def objective_at(k: int) -> Objective:
+        """The targets at scale k. The Gatys content loss sums over positions and the style loss
+        is per position, so the content weight is scaled to keep the output size's balance."""
+        hw = plan[k].hw
+        c_factor = (out_hw[0] * out_hw[1]) / (hw[0] * hw[1]) if weights.variant == "gatys" else 1.0
+        return build_objective(
+            net, resize(content_img, hw) if use_content else None, resize(style_img, plan[k].style_hw) if use_style else None,
+            content_layers=c_layers, style_layers=s_layers, variant=weights.variant,
+            content_weight=_times(weights.content, c_factor), style_weight=weights.style, tv_weight=tv_weight,
+            pixels=hw[0] * hw[1], precision=prec,
+        )
 
-    if stopped is None or not stopped.startswith("non-finite"):
+    best: BestImage | None = None
+    try:
+        for k, sc in enumerate(plan):
+            objective = objective_at(k)
+            if best is None:
+                batch = _batch_size([*objective.content_weights.values(), *objective.style_weights.values()])
+                x = _initial_image(init, resize(content_img, sc.hw) if content_img is not None else None, style_img, sc.hw, batch, seed)
+            else:
+                x = _upsample(best.image, sc.hw, content_img if init == "content" else None, plan[k - 1].hw)
+            x = x.to(dev).contiguous().requires_grad_(True)
+            best = BestImage(x)
+            loop.bar.set_description(f"{weights.variant}/{optimizer} {sc.hw[0]}x{sc.hw[1]}"
+                                     + (f" (scale {k + 1}/{len(plan)})" if len(plan) > 1 else ""))
+            loop.run_scale(k, x, objective, best, sc.steps)
+            if loop.stop_reason is not None:
+                break
+    finally:
+        loop.bar.close()
+
+    # A run stopped at a coarser scale returns that scale's best image at the output size,
+    # with its loss there (so that `loss` always means the returned image's loss).
+    if best.image.shape[-2:] != out_hw:
+        best = BestImage(_upsample(best.image, out_hw, None, None))
         with torch.no_grad():
-            total, parts = objective(net.extract(x, layers), x)
-            record(total, parts)
-    if stopped and stopped.startswith("non-finite"):
+            loop.record(len(plan) - 1, objective_at(len(plan) - 1), best.image, best)
+    if loop.stop_reason is StopReason.NON_FINITE:
         warnings.warn(
-            f"stylize: {stopped}. Returned the best finite image so far. Lower lr"
+            f"stylize: {loop.stopped}. Returned the best finite image so far. Lower lr"
             f"{' (L-BFGS: try lr=0.5)' if optimizer == 'lbfgs' else ' or use L-BFGS'}, or the weights.",
             RuntimeWarning, stacklevel=2,
         )
     synchronize(dev)
-    history = _history(totals, part_names, part_rows)
-    image = best_x.detach().clamp(0, 1).cpu()
+    peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None
+    history = loop.history(multi_scale=len(plan) > 1)
     return StyleResult(
-        image=image, history=history, settings=settings, wall_time=time.perf_counter() - t_start,
-        steps_done=done, stopped=stopped, weights=net.describe(), device=str(dev),
+        image=best.image.detach().clamp(0, 1).cpu(), history=history, settings=settings,
+        wall_time=time.perf_counter() - t_start, steps_done=loop.done, stopped=loop.stopped,
+        weights=net.describe(), device=str(dev), stop_reason=loop.stop_reason, peak_memory_mib=peak,
     )
+
+
+@dataclass(frozen=True)
+class ScaleStep:
+    """One scale of a run: image size (h, w), style image size, steps."""
+
+    hw: tuple[int, int]
+    style_hw: tuple[int, int] | None
+    steps: int
+
+
+def plan_scales(out_hw: tuple[int, int], scales: Sequence[int] | None, steps: int | Sequence[int],
+                style_hw: tuple[int, int] | None = None) -> list[ScaleStep]:
+    """The sizes a run optimizes at, coarse to fine, with the steps of each.
+
+    out_hw: the output (H, W); scales: longest sides, increasing, <= max(out_hw) (the output is
+    appended if it is not the last), or None for one scale; steps: per scale, or one per scale;
+    style_hw: the style image's size at the output scale (it shrinks with the output).
+    """
+    longest = max(out_hw)
+    if scales is None:
+        sizes = [longest]
+    else:
+        if isinstance(scales, (str, bytes)) or not isinstance(scales, Sequence):
+            raise TypeError(f"scales must be a list of sizes such as [128, 256] (longest sides, increasing), got {scales!r}.")
+        sizes = list(scales)
+        if not sizes or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sizes):
+            raise ValueError(f"scales must be whole numbers >= 1 (longest sides in px), got {list(scales)!r}.")
+        if any(b <= a for a, b in zip(sizes, sizes[1:])):
+            raise ValueError(f"scales must increase from coarse to fine, got {sizes}; e.g. [128, 181, 256].")
+        if sizes[-1] > longest:
+            raise ValueError(f"scales go up to the output size ({longest} px, the longest side), got {sizes}; "
+                             f"raise size= or drop the larger scales.")
+        if sizes[-1] < longest:
+            sizes.append(longest)
+    if isinstance(steps, int) and not isinstance(steps, bool):
+        per_scale = [steps] * len(sizes)
+    elif isinstance(steps, Sequence) and not isinstance(steps, (str, bytes)):
+        per_scale = list(steps)
+        if len(per_scale) != len(sizes):
+            raise ValueError(f"steps has {len(per_scale)} entries but the run has {len(sizes)} scale(s) {sizes} "
+                             f"(the output size is always the last): give one number per scale, or one number for all.")
+    else:
+        raise ValueError(f"steps must be a whole number >= 0, or one per scale, got {steps!r}.")
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in per_scale):
+        raise ValueError(f"steps must be whole numbers >= 0, got {steps!r}.")
+    plan = []
+    for s, n in zip(sizes, per_scale):
+        f = s / longest
+        hw = out_hw if s == longest else (max(1, round(out_hw[0] * f)), max(1, round(out_hw[1] * f)))
+        shw = None if style_hw is None else (
+            tuple(style_hw) if s == longest else (max(1, round(style_hw[0] * f)), max(1, round(style_hw[1] * f))))
+        plan.append(ScaleStep(tuple(hw), shw, n))
+    return plan
+
+
+class BestImage:
+    """The lowest-loss image so far, per batch item; updated on the device without a host sync."""
+
+    def __init__(self, x: torch.Tensor) -> None:
+        self.loss = torch.full((x.shape[0],), math.inf, device=x.device)
+        self.image = x.detach().clone()  # (B, 3, H, W)
+
+    def update(self, total: torch.Tensor, x: torch.Tensor) -> None:
+        """total (B,) is the loss of x (B, 3, H, W). NaN compares False, so the image stays finite."""
+        better = total < self.loss
+        self.loss = torch.where(better, total, self.loss)
+        self.image = torch.where(better.view(-1, 1, 1, 1), x.detach(), self.image)
+
+
+@dataclass
+class _Loop:
+    """The optimization steps of one run: its optimizers, its history, why it stopped."""
+
+    net: VGGFeatures
+    precision: Precision
+    optimizer: str
+    lr: float
+    callback: Callable[[StepInfo], bool | None] | None
+    callback_every: int
+    stop: threading.Event | None
+    t_start: float
+    n_scales: int
+    total_steps: int
+    bar: Any = None
+    done: int = 0
+    stop_reason: StopReason | None = None
+    stopped: str | None = None  # the reason as text, with its detail
+    _totals: list[torch.Tensor] = field(default_factory=list)
+    _rows: list[torch.Tensor] = field(default_factory=list)
+    _scale_of_row: list[int] = field(default_factory=list)
+    _names: list[str] = field(default_factory=list)
+    _adam_state: dict[str, torch.Tensor] | None = None
+
+    def record(self, scale: int, objective: Objective, x: torch.Tensor, best: BestImage) -> torch.Tensor:
+        """Evaluate the objective at x, append a history row, update the best image; returns total (B,)."""
+        total, parts = objective(extract(self.net, x, objective.layers, self.precision), x)
+        t = total.detach()
+        self._totals.append(t)
+        self._scale_of_row.append(scale)
+        if not self._names:
+            self._names.extend(parts)
+        self._rows.append(torch.stack([p.detach().expand(t.shape[0]) for p in parts.values()]) if parts else t.new_zeros(0, t.shape[0]))
+        best.update(t, x)
+        return total
+
+    def run_scale(self, scale: int, x: torch.Tensor, objective: Objective, best: BestImage, steps: int) -> None:
+        """`steps` optimizer steps on x at one scale; sets stop_reason if the run must end."""
+        if self.optimizer == "lbfgs":
+            # max_iter=1: one iteration = one loss evaluation per step() call, so the loop can
+            # report progress, call back and stop between iterations; tolerance_grad=0 so a
+            # tiny (but non-zero) gradient does not end the run silently.
+            opt: torch.optim.Optimizer = torch.optim.LBFGS([x], lr=self.lr, max_iter=1, history_size=100,
+                                                           tolerance_grad=0.0, tolerance_change=0.0)
+        else:
+            opt = torch.optim.Adam([x], lr=self.lr)
+            if self._adam_state is not None:  # carried over from the coarser scale, resized
+                s = self._adam_state
+                opt.state[x] = {
+                    "step": s["step"],
+                    "exp_avg": F.interpolate(s["exp_avg"], size=x.shape[-2:], mode="bicubic", align_corners=False),
+                    "exp_avg_sq": F.interpolate(s["exp_avg_sq"], size=x.shape[-2:], mode="bilinear", align_corners=False).clamp_min(0),
+                }
+
+        # L-BFGS runs on 1000 * L / L(x0) per image: the same minimum, with moderate numbers.
+        # Raw Gatys losses reach 1e11 with Caffe weights, and torch's LBFGS (no line search) then
+        # overshoots into inf within a few iterations. Scaling to 1 instead of 1000 converges
+        # too, but near convergence the curvature products underflow into denormal floats,
+        # which made CPU steps 3-4x slower; 1e6 stalls the first steps. Adam is scale-invariant.
+        loss_scale: torch.Tensor | None = None
+
+        def closure() -> torch.Tensor:
+            nonlocal loss_scale
+            opt.zero_grad(set_to_none=True)
+            total = self.record(scale, objective, x, best)
+            if self.optimizer == "lbfgs":
+                if loss_scale is None:
+                    loss_scale = LBFGS_LOSS_SCALE / total.detach().clamp_min(1e-30)
+                loss = (total * loss_scale).sum()
+            else:
+                loss = total.sum()
+            loss.backward()
+            return loss
+
+        # L-BFGS syncs on the loss every step anyway; Adam need not, so it checks every 10 steps.
+        check_every = 1 if self.optimizer == "lbfgs" else 10
+        done_here = 0
+        try:
+            while done_here < steps:
+                if self.stop is not None and self.stop.is_set():
+                    self._end(StopReason.REQUEST, "stopped by request")
+                    break
+                opt.step(closure)
+                if self.optimizer == "adam":
+                    with torch.no_grad():
+                        x.clamp_(0.0, 1.0)
+                done_here += 1
+                self.done += 1
+                self.bar.update(1)
+                if done_here % check_every == 0 or done_here == steps:
+                    last = float(self._totals[-1].sum())
+                    if not math.isfinite(last):
+                        self._end(StopReason.NON_FINITE, f"non-finite loss ({last}) at step {self.done}")
+                        break
+                    self.bar.set_postfix(loss=f"{last:.4g}", refresh=False)
+                if self.callback is not None and self.done % self.callback_every == 0:
+                    info = StepInfo(self.done, self.total_steps, float(self._totals[-1].sum()),
+                                    dict(zip(self._names, self._rows[-1].mean(1).tolist())) if self._names else {},
+                                    x.detach().clamp(0, 1), time.perf_counter() - self.t_start, scale, self.n_scales)
+                    try:
+                        stop_now = self.callback(info)
+                    except StopOptimization:
+                        stop_now = True
+                    if stop_now:
+                        self._end(StopReason.CALLBACK, "stopped by callback")
+                        break
+        except KeyboardInterrupt:
+            self._end(StopReason.INTERRUPTED, f"interrupted (Ctrl-C) after {self.done} steps")
+        if self.stop_reason is not StopReason.NON_FINITE:
+            with torch.no_grad():
+                self.record(scale, objective, x, best)
+        if self.optimizer == "adam" and x in opt.state:
+            st = opt.state[x]
+            self._adam_state = {k: st[k] for k in ("step", "exp_avg", "exp_avg_sq")}
+
+    def _end(self, reason: StopReason, text: str) -> None:
+        self.stop_reason, self.stopped = reason, text
+
+    def history(self, multi_scale: bool) -> dict[str, np.ndarray]:
+        """name -> (rows, B) on the CPU; with several scales also "scale" (rows, B), the scale of each row."""
+        if not self._totals:
+            return {"total": np.zeros((0, 1))}
+        hist = {"total": torch.stack(self._totals).cpu().numpy()}
+        if self._names:
+            stacked = torch.stack(self._rows).cpu().numpy()  # (rows, parts, B)
+            for i, n in enumerate(self._names):
+                hist[n] = stacked[:, i, :]
+        if multi_scale:
+            hist["scale"] = np.repeat(np.asarray(self._scale_of_row)[:, None], hist["total"].shape[1], axis=1)
+        return hist
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -375,17 +589,28 @@ def _warn_if_slow(out_hw: tuple[int, int], dev: torch.device) -> None:
         )
 
 
-def _mean_parts(names: list[str], row: torch.Tensor) -> dict[str, float]:
-    return dict(zip(names, row.mean(1).tolist())) if names else {}
+def _upsample(image: torch.Tensor, hw: tuple[int, int], photo: torch.Tensor | None,
+              coarse_hw: tuple[int, int] | None) -> torch.Tensor:
+    """A coarser scale's result (B, 3, h, w) -> (B, 3, *hw), clamped to [0, 1].
+
+    With `photo` (a run that starts from the photo), the band of the photo's detail that the
+    coarser scale (`coarse_hw`) was too small to hold is added back: one Laplacian-pyramid
+    step, so that edges lost to the small size do not have to be found again by the optimizer.
+    """
+    x = F.interpolate(image, size=hw, mode="bicubic", align_corners=False)
+    if photo is not None:
+        detail = resize(photo, hw) - F.interpolate(resize(photo, coarse_hw), size=hw, mode="bicubic", align_corners=False)
+        x = x + detail.to(x.device)
+    return x.clamp(0, 1)
 
 
-def _history(totals: list[torch.Tensor], names: list[str], rows: list[torch.Tensor]) -> dict[str, np.ndarray]:
-    hist = {"total": torch.stack(totals).cpu().numpy()} if totals else {"total": np.zeros((0, 1))}
-    if names and rows:
-        stacked = torch.stack(rows).cpu().numpy()  # (steps + 1, parts, B)
-        for i, n in enumerate(names):
-            hist[n] = stacked[:, i, :]
-    return hist
+def _times(weight: Weight, factor: float) -> Weight:
+    """A weight (number, sequence or tensor) times a factor."""
+    if factor == 1.0:
+        return weight
+    if isinstance(weight, (int, float)):
+        return weight * factor
+    return torch.as_tensor(weight, dtype=torch.float32) * factor
 
 
 def _describe_source(src: object) -> str | None:
@@ -406,28 +631,8 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
-def _settings(content, style, out_hw, style_img, variant, c_layers, s_layers, alpha, beta, lambda_os,
-              cw, sw, tv_weight, init, seed, optimizer, steps, lr, dev, net) -> dict[str, Any]:
-    return _jsonable({
-        "content": _describe_source(content),
-        "style": _describe_source(style),
-        "size": list(out_hw),
-        "style_size": list(style_img.shape[-2:]) if style_img is not None else None,
-        "variant": variant,
-        "content_layers": c_layers,
-        "style_layers": s_layers,
-        "alpha": cw if variant == "gatys" else None,
-        "beta": sw if variant == "gatys" else None,
-        "lambda_os": cw if variant == "normalized" else None,
-        "tv_weight": tv_weight,
-        "init": init if isinstance(init, str) else _describe_source(init),
-        "seed": seed,
-        "optimizer": optimizer,
-        "steps": steps,
-        "lr": lr,
-        "device": str(dev),
-        "pooling": net.pooling,
-        "arch": net.arch,
-        "nstlib": __version__,
-        "torch": torch.__version__,
-    })
+def _settings(**fields: Any) -> dict[str, Any]:
+    """The run's settings as JSON-ready values (what `StyleResult.save` writes), in this order."""
+    fields["content"] = _describe_source(fields["content"])
+    fields["style"] = _describe_source(fields["style"])
+    return _jsonable({**fields, "nstlib": __version__, "torch": torch.__version__})

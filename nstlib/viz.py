@@ -367,6 +367,7 @@ def plot_losses(
 
     parts: True plots "total" and every part ("content:relu4_2", "style:relu1_1", "tv"; these
         are unweighted, "total" is weighted); False only "total"; a list: exactly those names.
+    A run with several scales gets a vertical line where each finer scale starts.
     normalize: divide each curve by its value at step 0 (Choi & Kim's Fig. 3: how fast each
         layer converges relative to where it started); curves that start at 0 are left out.
     index: the batch item to plot. label: a prefix for the legend, to overlay runs with ax=.
@@ -374,6 +375,8 @@ def plot_losses(
     hist = history.history if isinstance(history, StyleResult) else history
     if not isinstance(hist, Mapping):
         raise TypeError(f"plot_losses expects StyleResult.history (a dict name -> array) or a StyleResult, got {type(history).__name__}.")
+    scale = hist.get("scale")  # multi-scale runs: which scale each row belongs to; not a curve
+    hist = {k: v for k, v in hist.items() if k != "scale"}
     if parts is True:
         names = ["total", *[k for k in hist if k != "total"]] if "total" in hist else list(hist)
     elif parts is False:
@@ -406,6 +409,10 @@ def plot_losses(
         elif name == "tv":
             style["linestyle"] = ":"
         ax.plot(np.arange(len(y)), y, label=f"{label}: {name}" if label else name, **style)
+    if scale is not None:  # losses of different sizes are not comparable: mark where each scale starts
+        col = np.asarray(scale)[:, 0] if np.ndim(scale) == 2 else np.asarray(scale)
+        for row in np.flatnonzero(np.diff(col)) + 1:
+            ax.axvline(row - 0.5, color="grey", linewidth=0.8, linestyle="-.", zorder=1)
     if skipped:
         warnings.warn(f"plot_losses: left out {', '.join(skipped)}: it is 0 (or not finite) at step 0, so it cannot be "
                       f"divided by its start (e.g. the content loss when starting from the content image).",

@@ -38,6 +38,8 @@ def run(random_vgg16, content_image, style_image):
         content = content_image if content is _DEFAULT else content
         style = style_image if style is _DEFAULT else style
         kw.setdefault("steps", 3)
+        # float32: these tests compare losses with a float32 recomputation; bfloat16 is tested in test_scales_precision.py
+        kw.setdefault("precision", "float32")
         return stylize(content, style, extractor=random_vgg16, progress=False, **kw)
 
     return go

@@ -86,15 +86,42 @@ def _size(text: str) -> int | tuple[int, int]:
     return h if w is None else (h, w)
 
 
+def _steps(text: str) -> int | tuple[int, ...]:
+    """'300' (every scale) or '100,30' (one per scale)."""
+    parts = [t.strip() for t in text.split(",")]
+    try:
+        values = [int(t) for t in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number (300) or one per scale (100,30), got {text!r}") from None
+    if any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"steps must be >= 0, got {text!r}")
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def _scales(text: str) -> tuple[int, ...]:
+    """'none' -> () (one scale); '128' or '128,181' -> those sizes, increasing."""
+    if text.strip().lower() in ("none", "off", "0", ""):
+        return ()
+    try:
+        values = tuple(int(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected sizes in px like 128 or 128,181, or 'none', got {text!r}") from None
+    if any(v < 1 for v in values) or any(b <= a for a, b in zip(values, values[1:])):
+        raise argparse.ArgumentTypeError(f"expected increasing sizes >= 1 px like 128,181, got {text!r}")
+    return values
+
+
 def parse_layers(text: str, option: str) -> tuple[str, ...] | dict[str, float] | str:
     """'relu4_2' / 'relu1_1,relu2_1' -> names (equal weights); 'relu4_2=1,relu5_1=0.5' -> {name: weight}.
 
     'gatys' and 'choi-kim' are returned as they are (presets, resolved once the architecture
     is known); '' means no layer (drops that loss term).
     """
+    from nstlib.vgg import preset_name
+
     text = text.strip()
-    if text.lower() in ("gatys", "choi-kim", "choi_kim", "choikim"):
-        return "choi-kim" if text.lower() != "gatys" else "gatys"
+    if preset_name(text):
+        return preset_name(text)
     items = [t.strip() for t in text.split(",") if t.strip()]
     if not items:
         return ()
@@ -141,9 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("content", metavar="CONTENT", help="the content image (a photo)")
     s.add_argument("style", metavar="STYLE", help="the style image (a painting)")
     s.add_argument("-o", "--output", required=True, metavar="OUT.png", help="where to write the result (its folder must exist)")
+    s.add_argument("--preset", choices=("fast", "paper"), default="fast",
+                   help="fast: start from the photo, coarse to fine from 128 px, bfloat16 where faster; "
+                   "paper: Gatys et al. 2016 (noise start, one scale, 300 steps). Options below override it (default fast)")
     g = s.add_argument_group("images")
     g.add_argument("--size", type=_size, default=256, help="output size: longest side in px, or HxW (default 256)")
-    g.add_argument("--style-size", type=_size, default=None, help="style image size (default: the output's longest side)")
+    g.add_argument("--style-size", type=_size, default=None, help="style image size at the output size (default: the output's longest side)")
     g = s.add_argument_group("loss")
     g.add_argument("--variant", choices=("gatys", "normalized"), default="gatys",
                    help="gatys: alpha*L_content + beta*L_style; normalized: Choi & Kim, lambda_os*L_o + L_s")
@@ -157,15 +187,22 @@ def build_parser() -> argparse.ArgumentParser:
                    "choi-kim (last ReLU of each block) (default gatys)")
     g.add_argument("--tv-weight", type=_weight, default=0.0, help="total-variation weight (default 0)")
     g = s.add_argument_group("optimization")
-    g.add_argument("--steps", type=_count, default=300, help="optimizer steps (default 300)")
+    g.add_argument("--steps", type=_steps, default=None,
+                   help="steps per scale, or one per scale (100,30); default: fast 100 at the first scale and 30 "
+                   "at each finer one, paper 300")
+    g.add_argument("--scales", type=_scales, default=None,
+                   help="coarse to fine: sizes (longest sides) to run at before the output size, e.g. 128 or 128,181; "
+                   "'none' for one scale (default: fast 128, 256, ... doubling up to --size; paper none)")
     g.add_argument("--optimizer", choices=("lbfgs", "adam"), default="lbfgs", help="default lbfgs")
     g.add_argument("--lr", type=float, default=None, help="learning rate (default: 1 for lbfgs, 0.02 for adam)")
-    g.add_argument("--init", default="noise", help="noise, content, style, or an image PATH (default noise)")
+    g.add_argument("--init", default=None, help="noise, content, style, or an image PATH (default: fast content, paper noise)")
     g.add_argument("--seed", type=int, default=0, help="seed of the noise start (default 0)")
     g = s.add_argument_group("network and machine")
     g.add_argument("--weights", default=None, help=weights_help)
     g.add_argument("--pooling", choices=("avg", "max"), default="avg", help="default avg (the paper's choice)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    g.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
+                   help="the network's number format; auto: bfloat16 where it is native and measured faster (default auto)")
     g = s.add_argument_group("output")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--save-every", type=_positive_int, default=None, metavar="N",
@@ -222,49 +259,67 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _cmd_stylize(args: argparse.Namespace) -> int:
-    if args.variant == "normalized" and (args.alpha is not None or args.beta is not None):
-        raise UsageError("--alpha and --beta weight the gatys variant; with --variant normalized set --lambda-os (the style weight is 1)")
-    if args.variant == "gatys" and args.lambda_os is not None:
-        raise UsageError("--lambda-os weights the normalized variant; add --variant normalized, or set --alpha/--beta")
+    from nstlib.losses import resolve_weights
+    from nstlib.presets import preset
     from nstlib.vgg import GATYS_CONTENT_LAYERS
 
+    try:
+        resolve_weights(args.variant, args.alpha, args.beta, args.lambda_os)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     content_layers = parse_layers(args.content_layers, "--content-layers")
     style_layers = parse_layers(args.style_layers, "--style-layers")
     if isinstance(content_layers, str):
         content_layers = GATYS_CONTENT_LAYERS  # both papers take content from conv4_2 (relu4_2 here)
     out = _check_output(Path(args.output))
 
+    # The preset's settings, then every option given on the command line over them.
+    kwargs: dict[str, Any] = preset(args.preset, args.size)
+    if args.init is not None:
+        kwargs["init"] = args.init
+    if args.steps is not None:
+        kwargs["steps"] = args.steps
+    if args.scales is not None:
+        kwargs["scales"] = list(args.scales) or None
+    kwargs.update(
+        style_size=args.style_size, variant=args.variant, content_layers=content_layers, style_layers=style_layers,
+        alpha=args.alpha, beta=args.beta, lambda_os=args.lambda_os, tv_weight=args.tv_weight,
+        seed=args.seed, optimizer=args.optimizer, lr=args.lr, precision=args.precision,
+    )
+
     # Cheap checks first, so that a typo in a path does not cost a weights download.
     from nstlib.images import load_image
 
-    load_image(args.content)
+    from nstlib.stylize import plan_scales
+
+    content_hw = tuple(load_image(args.content, args.size).shape[-2:])
     load_image(args.style)
-    if args.init not in ("noise", "content", "style"):
-        if not os.path.exists(args.init):
-            raise FileNotFoundError(f"--init {args.init!r}: expected noise, content, style or an image file; no file at {args.init}")
-        load_image(args.init)
+    try:
+        plan_scales(content_hw, kwargs["scales"], kwargs["steps"])
+    except ValueError as e:
+        raise UsageError(f"--scales/--steps: {e}") from None
+    if kwargs["init"] not in ("noise", "content", "style"):
+        if not os.path.exists(kwargs["init"]):
+            raise FileNotFoundError(f"--init {kwargs['init']!r}: expected noise, content, style or an image file; no file at {kwargs['init']}")
+        load_image(kwargs["init"])
 
     from nstlib.devices import describe_device, pick_device
     from nstlib.images import save_image
-    from nstlib.stylize import stylize
-    from nstlib.vgg import GATYS_STYLE_LAYERS, choi_kim_style_layers, load_vgg
+    from nstlib.precision import resolve_precision
+    from nstlib.stylize import StopReason, stylize
+    from nstlib.vgg import load_vgg, style_layer_preset
 
     device = pick_device(args.device)
     net = load_vgg(args.weights, pooling=args.pooling, device=device)
     if isinstance(style_layers, str):
-        style_layers = GATYS_STYLE_LAYERS if style_layers == "gatys" else choi_kim_style_layers(net.arch)
+        kwargs["style_layers"] = style_layers = style_layer_preset(style_layers, net.arch)
     net.check_layers([*content_layers, *style_layers])
+    kwargs["precision"] = resolve_precision(args.precision, device)
 
-    kwargs: dict[str, Any] = dict(
-        size=args.size, style_size=args.style_size, variant=args.variant,
-        content_layers=content_layers, style_layers=style_layers,
-        alpha=args.alpha, beta=args.beta, lambda_os=args.lambda_os, tv_weight=args.tv_weight,
-        init=args.init, seed=args.seed, optimizer=args.optimizer, steps=args.steps, lr=args.lr,
-    )
     print(f"weights: {net.describe()}")
-    print(f"device:  {describe_device(device)}")
+    print(f"device:  {describe_device(device)}; precision {kwargs['precision']}")
     print(f"content: {args.content}\nstyle:   {args.style}")
-    print("settings: " + _settings_line(kwargs))
+    print(f"settings (preset {args.preset}): " + _settings_line(kwargs))
 
     callback = None
     if args.save_every:
@@ -277,15 +332,15 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
     )
     path = result.save(out)
     per_step = f" ({result.wall_time / result.steps_done:.3g} s/step)" if result.steps_done else ""
-    print(f"time:    {result.wall_time:.1f} s for {result.steps_done} steps{per_step}, final loss {float(result.loss[0]):.4g}")
-    if result.stopped and result.stopped.startswith("interrupted"):
+    memory = f", peak GPU memory {result.peak_memory_mib:.0f} MiB" if result.peak_memory_mib is not None else ""
+    print(f"time:    {result.wall_time:.1f} s for {result.steps_done} steps{per_step}, final loss {float(result.loss[0]):.4g}{memory}")
+    interrupted = result.stop_reason is StopReason.INTERRUPTED
+    if interrupted:
         print(f"{result.stopped}: saved the best image so far.")
     elif result.stopped:
         print(f"stopped early: {result.stopped}")
     print(f"wrote:   {path}\n         {path.with_suffix('.json')}")
-    if result.stopped and result.stopped.startswith("interrupted"):
-        return EXIT_INTERRUPTED
-    return EXIT_OK
+    return EXIT_INTERRUPTED if interrupted else EXIT_OK
 
 
 def _cmd_layers(args: argparse.Namespace) -> int:
@@ -330,7 +385,10 @@ def _check_output(path: Path) -> Path:
 
 
 def _settings_line(kwargs: dict[str, Any]) -> str:
-    shown = {k: v for k, v in kwargs.items() if v is not None and not (k == "tv_weight" and v == 0)}
+    shown = {k: v for k, v in kwargs.items() if v is not None and k != "precision" and not (k == "tv_weight" and v == 0)}
+    for key in ("scales", "steps", "size"):
+        if isinstance(shown.get(key), (list, tuple)):
+            shown[key] = ",".join(map(str, shown[key]))
     for key in ("content_layers", "style_layers"):
         v = shown[key]
         shown[key] = ",".join(f"{n}={w:g}" for n, w in v.items()) if isinstance(v, dict) else ",".join(v) or "none"

@@ -38,7 +38,7 @@ from nstlib._io import atomic_write
 from nstlib.devices import describe_device, pick_device
 from nstlib.images import load_image, to_pil
 from nstlib.stylize import StepInfo, StyleResult, stylize
-from nstlib.vgg import GATYS_STYLE_LAYERS, VGGFeatures, choi_kim_style_layers, load_vgg
+from nstlib.vgg import VGGFeatures, load_vgg, style_layer_preset
 from nstlib.weights import ENV_VAR
 
 CONTENT_LAYERS = ("relu1_2", "relu2_2", "relu3_2", "relu4_2", "relu5_2")
@@ -89,7 +89,7 @@ def _start_warm_up(weights: str, pooling: str, device: str) -> None:
 
 
 def _layers_of(layer_set: str, arch: str) -> tuple[str, ...]:
-    return GATYS_STYLE_LAYERS if layer_set == "gatys" else choi_kim_style_layers(arch)
+    return style_layer_preset(layer_set, arch)
 
 
 def _row(label: str, widget: W.Widget) -> W.HBox:

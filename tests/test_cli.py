@@ -177,3 +177,62 @@ def test_module_entry_point(images, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "RANDOM weights (seed 1)" in proc.stdout and "$NSTLIB_WEIGHTS" in proc.stdout
     assert out.exists() and out.with_suffix(".json").exists()
+
+
+# -- presets, scales, precision ---------------------------------------------------------------------
+
+def _settings_of(out: Path) -> dict:
+    return json.loads(out.with_suffix(".json").read_text())["settings"]
+
+
+def test_fast_preset_is_the_default_and_paper_is_one_flag_away(images, tmp_path, capsys):
+    content, style = images
+    fast, paper = tmp_path / "fast.png", tmp_path / "paper.png"
+    assert main(["stylize", str(content), str(style), "-o", str(fast), *FAST]) == 0
+    assert "settings (preset fast)" in capsys.readouterr().out
+    assert main(["stylize", str(content), str(style), "-o", str(paper), *FAST, "--preset", "paper"]) == 0
+    f, p = _settings_of(fast), _settings_of(paper)
+    assert f["init"] == "content" and p["init"] == "noise"
+    assert f["scales"] is None and p["scales"] is None  # 40 px: no coarser scale worth running
+    assert p["style_layers"] == {f"relu{b}_1": 0.2 for b in range(1, 6)} and p["optimizer"] == "lbfgs"
+
+
+def test_scales_and_steps_per_scale(images, tmp_path, capsys):
+    content, style = images
+    out = tmp_path / "c2f.png"
+    assert main(["stylize", str(content), str(style), "-o", str(out), *FAST, "--scales", "20", "--steps", "2,1",
+                 "--precision", "float32"]) == 0
+    stdout = capsys.readouterr().out
+    assert "scales=20" in stdout and "steps=2,1" in stdout and "precision float32 (as asked)" in stdout
+    s = _settings_of(out)
+    assert s["scales"] == [20, 40] and s["steps"] == [2, 1] and s["precision"] == "float32"
+    assert json.loads(out.with_suffix(".json").read_text())["steps_done"] == 3
+    out2 = tmp_path / "one.png"
+    assert main(["stylize", str(content), str(style), "-o", str(out2), *FAST, "--scales", "none"]) == 0
+    assert _settings_of(out2)["scales"] is None
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--scales", "20", "--steps", "1,2,3"], "one number per scale"),
+    (["--scales", "30,20"], "increasing sizes"),
+    (["--scales", "80"], "up to the output size"),
+    (["--scales", "big"], "expected sizes in px"),
+    (["--steps", "3,x"], "one per scale"),
+    (["--precision", "fp16"], "invalid choice"),
+    (["--preset", "quick"], "invalid choice"),
+])
+def test_bad_scale_step_and_precision_options(images, tmp_path, capsys, extra, words):
+    content, style = images
+    code, line = run_error(capsys, ["stylize", str(content), str(style), "-o", str(tmp_path / "x.png"), *FAST, *extra])
+    assert code == 2 and words in line, line
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_weight_errors_read_the_same_in_the_library_and_the_command_line(images, tmp_path, capsys):
+    from nstlib.losses import resolve_weights
+
+    content, style = images
+    _, line = run_error(capsys, ["stylize", str(content), str(style), "-o", str(tmp_path / "x.png"), *FAST, "--lambda-os", "1"])
+    with pytest.raises(ValueError) as e:
+        resolve_weights("gatys", lambda_os=1.0)
+    assert str(e.value) in line

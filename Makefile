@@ -43,7 +43,7 @@ test: $(STAMP) browser
 	    --nbval-sanitize-with notebooks/sanitize.cfg --durations=15
 
 bench: $(STAMP)
-	NSTLIB_WEIGHTS='$(TEST_WEIGHTS)' $(PY) -m nstlib.bench
+	NSTLIB_WEIGHTS='$(TEST_WEIGHTS)' NSTLIB_IMAGE_DIR='$(SHARED_IMAGES)' $(PY) -m nstlib.bench
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,24 +1,27 @@
-"""How fast is a step, and what does the loss machinery add? ``python -m nstlib.bench``.
+"""Time to quality, and the cost of a step. ``python -m nstlib.bench``.
 
-For each size, on the current device, it measures
+Default: **time to quality.** For each size (default 256 and 512) it runs, in one process on
+the same photo and painting,
 
-- stylize: seconds per optimization step of `nstlib.stylize.stylize` (forward pass, losses,
-  backward pass, optimizer update, bookkeeping), and
-- bare: seconds per forward + backward pass of the same network slice (up to the deepest
-  layer the losses read; loss = sum of that layer's output; gradient to the image),
+- plain: the loop as any 100-line Gatys implementation writes it: float32, one scale, 150
+  L-BFGS steps from the photo (the paper's layers and weights);
+- fast: the command line's default preset (`nstlib.presets`: coarse to fine from 128 px,
+  bfloat16 where it is native and faster),
 
-and prints a markdown table with the overhead of the first over the second and the peak memory.
+and prints a markdown table: wall time, the final loss of each evaluated the same way (the
+plain run's float32 objective at the output size), the independent measures of
+`nstlib.metrics` (style distance on layers neither loss reads, content distance, edge
+agreement, pixel noise), and the time the plain run needed to reach the fast run's final loss.
 
-How: one `stylize` run per size. After ``--warmup`` steps, each stylize step is followed by one
-bare pass, run in stylize's callback, so that the two alternate step by step and other load on
-the machine hits both alike. Each is timed with ``time.perf_counter`` after `synchronize`;
-``--repeats`` measurements of ``--steps`` steps each, the table gives their medians. (The
-callback itself adds a clamp and a sync per step to stylize.) The default warmup for L-BFGS is
-its history size (100): each L-BFGS step costs more as its history of past gradients fills,
-and most steps of a real run are made with a full history.
+``--per-step``: the cost of one step instead. For each size it measures seconds per step of
+`stylize` next to seconds per bare forward + backward pass of the same network slice (up to
+the deepest layer the losses read), alternating step by step in stylize's callback so that
+other load hits both alike, and the peak memory. The default warmup for L-BFGS is its history
+size (100): each L-BFGS step costs more as its history fills.
 
-The images do not matter for timing: the paper's (``$NSTLIB_TEST_IMAGES``) when available,
-else seeded random ones.
+The images: ``--content`` / ``--style``, else the paper's (``$NSTLIB_TEST_IMAGES``), else
+seeded random ones (fine for timing, meaningless for quality).
+``$NSTLIB_IMAGE_DIR`` works too (``make bench`` points it at ../shared/images).
 """
 
 from __future__ import annotations
@@ -38,8 +41,11 @@ import torch
 
 from nstlib.devices import describe_device, pick_device, synchronize
 from nstlib.images import load_image
-from nstlib.stylize import StepInfo, stylize
-from nstlib.vgg import GATYS_CONTENT_LAYERS, GATYS_STYLE_LAYERS, VGGFeatures, choi_kim_style_layers, load_vgg
+from nstlib import metrics
+from nstlib.losses import build_objective
+from nstlib.presets import preset
+from nstlib.stylize import StepInfo, StyleResult, stylize
+from nstlib.vgg import GATYS_CONTENT_LAYERS, GATYS_STYLE_LAYERS, VGGFeatures, load_vgg, style_layer_preset
 
 #: Default warmup steps: L-BFGS's history size (see stylize.py), so that its history is full.
 DEFAULT_WARMUP = {"lbfgs": 100, "adam": 5}
@@ -63,8 +69,9 @@ class Row:
 
 
 def bench_images(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """(content, style, what they are): the paper's photo and painting if $NSTLIB_TEST_IMAGES has them, else noise."""
-    folder = os.environ.get("NSTLIB_TEST_IMAGES", "")
+    """(content, style, what they are): the paper's photo and painting if $NSTLIB_TEST_IMAGES (or
+    $NSTLIB_IMAGE_DIR) has them, else noise."""
+    folder = os.environ.get("NSTLIB_TEST_IMAGES", "") or os.environ.get("NSTLIB_IMAGE_DIR", "")
     content, style = Path(folder, "tubingen.jpg"), Path(folder, "starry_night.jpg")
     if folder and content.is_file() and style.is_file():
         return load_image(content), load_image(style), "tubingen.jpg / starry_night.jpg"
@@ -171,7 +178,7 @@ def run(sizes: Sequence[int], *, steps: int = 5, warmup: int | None = None, repe
         raise ValueError(f"warmup must be >= 1 step (the first step sets up the optimizer), got {warmup}.")
     dev = pick_device(device)
     net = load_vgg(weights, device=dev)
-    style_layers = GATYS_STYLE_LAYERS if layers == "gatys" else choi_kim_style_layers(net.arch)
+    style_layers = style_layer_preset(layers, net.arch)
     content_layers = GATYS_CONTENT_LAYERS
     deepest = max([*content_layers, *style_layers], key=net.names.index)
     content, style, what = bench_images()
@@ -200,6 +207,110 @@ def run(sizes: Sequence[int], *, steps: int = 5, warmup: int | None = None, repe
     print(file=out)
     print(format_table(rows, dev, mem_note), file=out, flush=True)
     return rows
+
+
+#: The plain loop the fast preset is compared with.
+PLAIN = dict(init="content", steps=150, scales=None, precision="float32", optimizer="lbfgs", variant="gatys",
+             style_layers=GATYS_STYLE_LAYERS, content_layers=GATYS_CONTENT_LAYERS)
+
+
+@dataclass
+class Quality:
+    """One run of the time-to-quality comparison."""
+
+    name: str
+    hw: tuple[int, int]
+    wall_s: float
+    loss: float  # the plain objective (float32, output size) of the final image
+    style: float  # metrics.style_distance (lower: closer to the painting)
+    content: float  # metrics.content_distance (lower: closer to the photo)
+    edges: float  # metrics.edge_agreement (higher: keeps more of the photo's edges)
+    noise: float  # metrics.noise_level (8-bit grey levels)
+    precision: str = ""
+    peak_mib: float = 0.0
+    to_reach_s: float | None = None  # plain only: seconds until its loss first reached the fast run's final loss
+
+
+def compare(net: VGGFeatures, content: torch.Tensor, style: torch.Tensor, size: int,
+            device: torch.device) -> tuple[Quality, Quality]:
+    """The plain loop and the fast preset at `size`, measured alike. -> (plain, fast)"""
+    clock: list[tuple[float, float]] = []  # (seconds, loss) of the plain run, every step
+
+    def note(info: StepInfo) -> None:
+        clock.append((info.elapsed, info.loss))
+
+    def run(name: str, **kw) -> tuple[StyleResult, float]:
+        reset_peak_memory(device)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # "large image on the CPU will be slow": we know
+            r = stylize(content, style, extractor=net, device=device, progress=False, **kw)
+        if r.stopped:
+            raise RuntimeError(f"the {name} run at {size} px ended early: {r.stopped}")
+        return r, peak_memory_mib(device)
+
+    plain, plain_mem = run("plain", size=size, callback=note, callback_every=1, **PLAIN)
+    fast, fast_mem = run("fast", **{**preset("fast", size)})
+    hw = tuple(plain.image.shape[-2:])
+    photo = load_image(content, size)
+    painting = load_image(style, size)
+    objective = build_objective(net, photo.to(device), painting.to(device), content_layers=PLAIN["content_layers"],
+                                style_layers=PLAIN["style_layers"], content_weight=1.0, style_weight=1e3)
+    rows = []
+    for name, r, mem in (("plain", plain, plain_mem), ("fast", fast, fast_mem)):
+        img = r.image.to(device)
+        with torch.no_grad():
+            loss = float(objective(net.extract(img, objective.layers), img)[0][0])
+        rows.append(Quality(
+            name, hw, r.wall_time, loss,
+            float(metrics.style_distance(net, img, painting)[0]), float(metrics.content_distance(net, img, photo)[0]),
+            float(metrics.edge_agreement(r.image, photo)[0]), float(metrics.noise_level(r.image)[0]),
+            r.settings["precision"], mem,
+        ))
+    reached = [t for t, loss in clock if loss <= rows[1].loss]
+    rows[0].to_reach_s = reached[0] if reached else None
+    return rows[0], rows[1]
+
+
+def run_quality(sizes: Sequence[int], *, device: str | None = None, weights: str | None = None,
+                content: str | None = None, style: str | None = None, out: TextIO = sys.stdout) -> list[Quality]:
+    """The time-to-quality comparison at every size; prints the markdown table to `out`."""
+    dev = pick_device(device)
+    net = load_vgg(weights, device=dev)
+    if content or style:
+        if not (content and style):
+            raise ValueError("give both --content and --style, or neither (then the paper's images or noise).")
+        c, s, what = load_image(content), load_image(style), f"{Path(content).name} / {Path(style).name}"
+    else:
+        c, s, what = bench_images()
+    print(f"weights: {net.describe()}", file=out)
+    print(f"device:  {describe_device(dev)}; torch {torch.__version__}", file=out)
+    print(f"images:  {what}", file=out)
+    print(f"plain:   float32, one scale, 150 L-BFGS steps from the photo; fast: {preset('fast', max(sizes))}", file=out, flush=True)
+    rows: list[Quality] = []
+    for size in sizes:
+        plain, fast = compare(net, c, s, size, dev)
+        rows += [plain, fast]
+        print(f"  {size}: plain {plain.wall_s:.1f} s, fast {fast.wall_s:.1f} s ({plain.wall_s / fast.wall_s:.1f}x)", file=out, flush=True)
+    print(file=out)
+    print(format_quality(rows, dev), file=out, flush=True)
+    return rows
+
+
+def format_quality(rows: Sequence[Quality], device: torch.device) -> str:
+    """The markdown table of the time-to-quality comparison."""
+    lines = [
+        "| size | run | precision | wall time (s) | speed-up | final loss | style dist. (lower) | content dist. (lower) "
+        "| edges (higher) | noise (grey lv.) | plain reaches fast's loss at (s) |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for plain, fast in zip(rows[0::2], rows[1::2]):
+        for r in (plain, fast):
+            speed = "1.0x" if r is plain else f"{plain.wall_s / r.wall_s:.1f}x"
+            reach = "" if r is fast else ("never" if r.to_reach_s is None else f"{r.to_reach_s:.1f}")
+            lines.append(f"| {r.hw[0]} x {r.hw[1]} | {r.name} | {r.precision} | {r.wall_s:.1f} | {speed} | {r.loss:.4g} | "
+                         f"{r.style:.3f} | {r.content:.3f} | {r.edges:.3f} | {r.noise:.2f} | {reach} |")
+    lines.append(f"\nDevice: {describe_device(device)}.")
+    return "\n".join(lines)
 
 
 def format_table(rows: Sequence[Row], device: torch.device, mem_note: str) -> str:
@@ -235,7 +346,11 @@ def _sizes(text: str) -> list[int]:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m nstlib.bench [--sizes 128,256,512] [--steps N] ...``; returns the exit status."""
     p = argparse.ArgumentParser(prog="python -m nstlib.bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--sizes", type=_sizes, default=[128, 256, 512], help="longest sides, comma list (default 128,256,512)")
+    p.add_argument("--per-step", action="store_true", help="measure the cost of a step instead of time to quality")
+    p.add_argument("--sizes", type=_sizes, default=None,
+                   help="longest sides, comma list (default 256,512; with --per-step 128,256,512)")
+    p.add_argument("--content", default=None, help="photo for the time-to-quality comparison (default: the paper's)")
+    p.add_argument("--style", default=None, help="painting for the time-to-quality comparison (default: the paper's)")
     p.add_argument("--steps", type=int, default=5, help="steps per measurement (default 5)")
     p.add_argument("--warmup", type=int, default=None,
                    help="steps before the first measurement, >= 1 (default: 100 for lbfgs, its full history; 5 for adam)")
@@ -254,7 +369,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             p.error("--threads must be >= 1")
         torch.set_num_threads(args.threads)
     try:
-        run(args.sizes, steps=args.steps, warmup=args.warmup, repeats=args.repeats, device=args.device,
+        if not args.per_step:
+            run_quality(args.sizes or [256, 512], device=args.device, weights=args.weights,
+                        content=args.content, style=args.style)
+            return 0
+        run(args.sizes or [128, 256, 512], steps=args.steps, warmup=args.warmup, repeats=args.repeats, device=args.device,
             weights=args.weights, variant=args.variant, optimizer=args.optimizer, layers=args.layers)
     except (ValueError, RuntimeError, OSError) as e:  # WeightsUnavailableError is a RuntimeError
         print(f"nstlib.bench: error: {e}", file=sys.stderr)

@@ -88,3 +88,103 @@ def weight_for_strength(weights: Sequence[float], strengths: Sequence[float], ta
         if a != b and (a - target) * (b - target) <= 0:
             return lw[i] + (target - a) / (b - a) * (lw[i + 1] - lw[i])
     return math.nan
+
+
+# -- measures of a finished picture, independent of the loss that made it -------------------
+#
+# The loss a run minimizes cannot judge the run: a method that changes the loss (coarse to fine,
+# bfloat16, other layers) must be compared on numbers it did not optimize. These use layers the
+# default losses do not read (the last ReLU of blocks 2-5 instead of the first), plain image
+# statistics, or both.
+
+#: Layers the independent measures read: in VGG-16 and VGG-19, none of them in the default losses.
+MEASURE_STYLE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3")
+MEASURE_CONTENT_LAYERS = ("relu3_3", "relu4_3")
+
+
+@torch.no_grad()
+def style_distance(extractor: VGGFeatures, images: torch.Tensor, style: torch.Tensor,
+                   layers: Sequence[str] = MEASURE_STYLE_LAYERS) -> torch.Tensor:
+    """How far each image's Gram statistics are from the style image's. -> (B,), lower is closer.
+
+    mean over layers of log10( ||G(image) - G(style)||^2 / ||G(style)||^2 ), Grams per position,
+    so images and style of different sizes compare. images (B, 3, H, W), style (1, 3, H', W').
+    """
+    dev = next(extractor.parameters()).device
+    target = extractor.extract(style.to(dev), list(layers))
+    feats = extractor.extract(images.to(dev), list(layers))
+    out = []
+    for n in layers:
+        a = gram_matrix(target[n], normalize=True)
+        g = gram_matrix(feats[n], normalize=True)
+        out.append(torch.log10((g - a).pow(2).flatten(1).sum(1) / a.pow(2).flatten(1).sum(1).clamp_min(1e-30)))
+    return torch.stack(out).mean(0).cpu()
+
+
+@torch.no_grad()
+def content_distance(extractor: VGGFeatures, images: torch.Tensor, content: torch.Tensor,
+                     layers: Sequence[str] = MEASURE_CONTENT_LAYERS) -> torch.Tensor:
+    """How far each image's features are from the photo's, relative to the photo's. -> (B,), lower is closer.
+
+    mean over layers of ||F(image) - F(content)||^2 / ||F(content)||^2. images (B, 3, H, W),
+    content (1, 3, H, W) of the same size.
+    """
+    if images.shape[-2:] != content.shape[-2:]:
+        raise ValueError(f"content_distance compares images with their photo at the same size; got "
+                         f"{tuple(images.shape[-2:])} and {tuple(content.shape[-2:])}.")
+    dev = next(extractor.parameters()).device
+    target = extractor.extract(content.to(dev), list(layers))
+    feats = extractor.extract(images.to(dev), list(layers))
+    out = [(feats[n] - target[n]).pow(2).flatten(1).sum(1) / target[n].pow(2).flatten(1).sum(1).clamp_min(1e-30)
+           for n in layers]
+    return torch.stack(out).mean(0).cpu()
+
+
+def _luminance(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) RGB [0, 1] -> (B, 1, H, W), Rec. 601 luma."""
+    w = images.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    return (images * w).sum(1, keepdim=True)
+
+
+def edge_agreement(images: torch.Tensor, content: torch.Tensor, blur: float = 1.0) -> torch.Tensor:
+    """Does each image keep the photo's edges? -> (B,) in [-1, 1], higher keeps more.
+
+    The correlation of the Sobel gradient magnitudes of the two luminances, after a Gaussian
+    blur of `blur` px (so that brush strokes on an edge still count as the edge). No network.
+    """
+    if images.shape[-2:] != content.shape[-2:]:
+        raise ValueError(f"edge_agreement compares images with their photo at the same size; got "
+                         f"{tuple(images.shape[-2:])} and {tuple(content.shape[-2:])}.")
+    a = _edges(_luminance(images.float().cpu()), blur).flatten(1)
+    b = _edges(_luminance(content.float().cpu()), blur).flatten(1)
+    a = a - a.mean(1, keepdim=True)
+    b = b - b.mean(1, keepdim=True)
+    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-12)
+
+
+def _edges(lum: torch.Tensor, blur: float) -> torch.Tensor:
+    import torch.nn.functional as F
+
+    r = max(1, int(3 * blur))
+    k = torch.exp(-torch.arange(-r, r + 1, dtype=torch.float32) ** 2 / (2 * blur**2))
+    k = k / k.sum()
+    x = F.conv2d(F.pad(lum, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
+    x = F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
+    sx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]).view(1, 1, 3, 3)
+    x = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    return torch.sqrt(F.conv2d(x, sx) ** 2 + F.conv2d(x, sx.transpose(2, 3)) ** 2 + 1e-12)
+
+
+def noise_level(images: torch.Tensor) -> torch.Tensor:
+    """Pixel noise of each image, in 8-bit grey levels. -> (B,)
+
+    Donoho's estimate: sigma = median(|HH|) / 0.6745 of the finest diagonal Haar wavelet
+    coefficients of the luminance. Edges and strokes are sparse in HH, so the median sees the
+    noise under them; a clean photo scores about 1-3, white-noise speckle from an unfinished
+    optimization 10 or more.
+    """
+    lum = _luminance(images.float().cpu()) * 255.0
+    h, w = lum.shape[-2] // 2 * 2, lum.shape[-1] // 2 * 2
+    x = lum[..., :h, :w]
+    hh = (x[..., 0::2, 0::2] - x[..., 0::2, 1::2] - x[..., 1::2, 0::2] + x[..., 1::2, 1::2]) / 2
+    return hh.abs().flatten(1).median(1).values / 0.6745

@@ -11,7 +11,9 @@ the same photo and painting,
 and prints a markdown table: wall time, the final loss of each evaluated the same way (the
 plain run's float32 objective at the output size), the independent measures of
 `nstlib.metrics` (style distance on layers neither loss reads, content distance, edge
-agreement, pixel noise), and the time the plain run needed to reach the fast run's final loss.
+agreement, pixel noise), and when the plain run (its image every 5 steps) first reached the
+fast run's final loss, and its style distance, with its content distance at that moment: at
+equal style, the run closer to the photo is the better one.
 
 ``--per-step``: the cost of one step instead. For each size it measures seconds per step of
 `stylize` next to seconds per bare forward + backward pass of the same network slice (up to
@@ -43,6 +45,7 @@ from nstlib.devices import describe_device, pick_device, synchronize
 from nstlib.images import load_image
 from nstlib import metrics
 from nstlib.losses import build_objective
+from nstlib.precision import Precision, extract, resolve_precision
 from nstlib.presets import preset
 from nstlib.stylize import StepInfo, StyleResult, stylize
 from nstlib.vgg import GATYS_CONTENT_LAYERS, GATYS_STYLE_LAYERS, VGGFeatures, load_vgg, style_layer_preset
@@ -79,13 +82,15 @@ def bench_images(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, str]:
     return torch.rand(1, 3, 768, 768, generator=g), torch.rand(1, 3, 768, 768, generator=g), "random images"
 
 
-def bare_passes(net: VGGFeatures, x: torch.Tensor, layer: str, steps: int, device: torch.device) -> float:
-    """Seconds per forward + backward of `net` up to `layer`; x (1, 3, H, W) requires grad."""
+def bare_passes(net: VGGFeatures, x: torch.Tensor, layer: str, steps: int, device: torch.device,
+                precision: Precision | None = None) -> float:
+    """Seconds per forward + backward of `net` up to `layer` in `precision`; x (1, 3, H, W) requires grad."""
+    precision = precision or Precision("float32", "default")
     synchronize(device)
     start = time.perf_counter()
     for _ in range(steps):
         x.grad = None
-        net.extract(x, [layer])[layer].sum().backward()
+        extract(net, x, [layer], precision)[layer].sum().backward()
     synchronize(device)
     return (time.perf_counter() - start) / steps
 
@@ -127,6 +132,7 @@ def measure(net: VGGFeatures, content: torch.Tensor, style: torch.Tensor, size: 
     machine hits both alike. `repeats` measurements of `steps` steps each.
     """
     row = Row(size)
+    precision = resolve_precision(kwargs.get("precision", "auto"), device)
     x_bare: torch.Tensor | None = None
     deepest = max([*kwargs["content_layers"], *kwargs["style_layers"]], key=net.names.index)
     on_cuda = device.type == "cuda"
@@ -150,10 +156,10 @@ def measure(net: VGGFeatures, content: torch.Tensor, style: torch.Tensor, size: 
             return
         if x_bare is None:
             x_bare = torch.rand(1, 3, *info.image.shape[-2:], device=device, requires_grad=True)
-            bare_passes(net, x_bare, deepest, 1, device)  # its own warmup
+            bare_passes(net, x_bare, deepest, 1, device, precision)  # its own warmup
         before = torch.cuda.memory_allocated(device) if on_cuda else 0
         reset_peak_memory(device)
-        bare_sum += bare_passes(net, x_bare, deepest, 1, device)
+        bare_sum += bare_passes(net, x_bare, deepest, 1, device, precision)
         # on CUDA, count what the bare pass needs on top of the weights, not stylize's live state
         peak = peak_memory_mib(device) - (before - base) / 2**20 if on_cuda else peak_memory_mib(device)
         row.mem_bare_mib = max(row.mem_bare_mib, peak)
@@ -171,7 +177,7 @@ def measure(net: VGGFeatures, content: torch.Tensor, style: torch.Tensor, size: 
 
 def run(sizes: Sequence[int], *, steps: int = 5, warmup: int | None = None, repeats: int = 3,
         device: str | None = None, weights: str | None = None, variant: str = "gatys", optimizer: str = "lbfgs",
-        layers: str = "gatys", out: TextIO = sys.stdout) -> list[Row]:
+        layers: str = "gatys", precision: str = "auto", out: TextIO = sys.stdout) -> list[Row]:
     """Measure every size and print the markdown table to `out`; returns the rows."""
     warmup = DEFAULT_WARMUP[optimizer] if warmup is None else warmup
     if warmup < 1:
@@ -182,10 +188,12 @@ def run(sizes: Sequence[int], *, steps: int = 5, warmup: int | None = None, repe
     content_layers = GATYS_CONTENT_LAYERS
     deepest = max([*content_layers, *style_layers], key=net.names.index)
     content, style, what = bench_images()
-    kwargs = dict(variant=variant, optimizer=optimizer, content_layers=content_layers, style_layers=style_layers)
+    chosen = resolve_precision(precision, dev)
+    kwargs = dict(variant=variant, optimizer=optimizer, content_layers=content_layers, style_layers=style_layers,
+                  precision=chosen)
 
     print(f"weights: {net.describe()}", file=out)
-    print(f"device:  {describe_device(dev)}; torch {torch.__version__}", file=out)
+    print(f"device:  {describe_device(dev)}; torch {torch.__version__}; precision {chosen}", file=out)
     print(f"run:     {variant}/{optimizer}, content {','.join(content_layers)}, style {','.join(style_layers)}; "
           f"bare pass up to {deepest}; {what}; median of {repeats} x {steps} steps after {warmup} warmup steps",
           file=out, flush=True)
@@ -228,16 +236,21 @@ class Quality:
     noise: float  # metrics.noise_level (8-bit grey levels)
     precision: str = ""
     peak_mib: float = 0.0
-    to_reach_s: float | None = None  # plain only: seconds until its loss first reached the fast run's final loss
+    # plain only, from its image every 5 steps (clamped to [0, 1], as a user gets it):
+    to_reach_s: float | None = None  # seconds until it first had the fast run's final loss
+    to_style_s: float | None = None  # seconds until its style distance first was the fast run's
+    content_at_style: float | None = None  # its content distance then
 
 
 def compare(net: VGGFeatures, content: torch.Tensor, style: torch.Tensor, size: int,
             device: torch.device) -> tuple[Quality, Quality]:
     """The plain loop and the fast preset at `size`, measured alike. -> (plain, fast)"""
-    clock: list[tuple[float, float]] = []  # (seconds, loss) of the plain run, every step
+    # The plain run's image every 5 steps, as the user would get it (clamped to [0, 1]), so that
+    # "when did plain reach fast's loss" compares the two under one objective.
+    snapshots: list[tuple[float, torch.Tensor]] = []
 
     def note(info: StepInfo) -> None:
-        clock.append((info.elapsed, info.loss))
+        snapshots.append((info.elapsed, info.image.clone()))
 
     def run(name: str, **kw) -> tuple[StyleResult, float]:
         reset_peak_memory(device)
@@ -248,8 +261,8 @@ def compare(net: VGGFeatures, content: torch.Tensor, style: torch.Tensor, size: 
             raise RuntimeError(f"the {name} run at {size} px ended early: {r.stopped}")
         return r, peak_memory_mib(device)
 
-    plain, plain_mem = run("plain", size=size, callback=note, callback_every=1, **PLAIN)
-    fast, fast_mem = run("fast", **{**preset("fast", size)})
+    plain, plain_mem = run("plain", size=size, callback=note, callback_every=5, **PLAIN)
+    fast, fast_mem = run("fast", **preset("fast", size))
     hw = tuple(plain.image.shape[-2:])
     photo = load_image(content, size)
     painting = load_image(style, size)
@@ -266,8 +279,19 @@ def compare(net: VGGFeatures, content: torch.Tensor, style: torch.Tensor, size: 
             float(metrics.edge_agreement(r.image, photo)[0]), float(metrics.noise_level(r.image)[0]),
             r.settings["precision"], mem,
         ))
-    reached = [t for t, loss in clock if loss <= rows[1].loss]
-    rows[0].to_reach_s = reached[0] if reached else None
+    # Time to quality: when did the plain run first have the fast run's loss, and its style?
+    # And how close to the photo was it then (at equal style, the better run keeps more content).
+    for elapsed, img in snapshots:
+        img = img.to(device)
+        with torch.no_grad():
+            loss = float(objective(net.extract(img, objective.layers), img)[0][0])
+        if rows[0].to_reach_s is None and loss <= rows[1].loss:
+            rows[0].to_reach_s = elapsed
+        if rows[0].to_style_s is None and float(metrics.style_distance(net, img, painting)[0]) <= rows[1].style:
+            rows[0].to_style_s = elapsed
+            rows[0].content_at_style = float(metrics.content_distance(net, img, photo)[0])
+        if rows[0].to_reach_s is not None and rows[0].to_style_s is not None:
+            break
     return rows[0], rows[1]
 
 
@@ -300,15 +324,19 @@ def format_quality(rows: Sequence[Quality], device: torch.device) -> str:
     """The markdown table of the time-to-quality comparison."""
     lines = [
         "| size | run | precision | wall time (s) | speed-up | final loss | style dist. (lower) | content dist. (lower) "
-        "| edges (higher) | noise (grey lv.) | plain reaches fast's loss at (s) |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| edges (higher) | noise (grey lv.) | plain reaches fast's loss at (s) | plain reaches fast's style at (s), "
+        "content dist. then |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for plain, fast in zip(rows[0::2], rows[1::2]):
         for r in (plain, fast):
             speed = "1.0x" if r is plain else f"{plain.wall_s / r.wall_s:.1f}x"
-            reach = "" if r is fast else ("never" if r.to_reach_s is None else f"{r.to_reach_s:.1f}")
+            reach = style_at = ""
+            if r is plain:
+                reach = f"not in {PLAIN['steps']} steps" if r.to_reach_s is None else f"{r.to_reach_s:.1f}"
+                style_at = f"not in {PLAIN['steps']} steps" if r.to_style_s is None else f"{r.to_style_s:.1f}, {r.content_at_style:.3f}"
             lines.append(f"| {r.hw[0]} x {r.hw[1]} | {r.name} | {r.precision} | {r.wall_s:.1f} | {speed} | {r.loss:.4g} | "
-                         f"{r.style:.3f} | {r.content:.3f} | {r.edges:.3f} | {r.noise:.2f} | {reach} |")
+                         f"{r.style:.3f} | {r.content:.3f} | {r.edges:.3f} | {r.noise:.2f} | {reach} | {style_at} |")
     lines.append(f"\nDevice: {describe_device(device)}.")
     return "\n".join(lines)
 
@@ -361,6 +389,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--variant", choices=("gatys", "normalized"), default="gatys")
     p.add_argument("--optimizer", choices=("lbfgs", "adam"), default="lbfgs")
     p.add_argument("--layers", choices=("gatys", "choi-kim"), default="gatys", help="style layer preset (default gatys)")
+    p.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
+                   help="--per-step: the network's precision, for stylize and the bare pass alike (default auto)")
     args = p.parse_args(argv)
     if args.steps < 1 or args.repeats < 1:
         p.error("--steps and --repeats must be >= 1")
@@ -374,7 +404,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         content=args.content, style=args.style)
             return 0
         run(args.sizes or [128, 256, 512], steps=args.steps, warmup=args.warmup, repeats=args.repeats, device=args.device,
-            weights=args.weights, variant=args.variant, optimizer=args.optimizer, layers=args.layers)
+            weights=args.weights, variant=args.variant, optimizer=args.optimizer, layers=args.layers,
+            precision=args.precision)
     except (ValueError, RuntimeError, OSError) as e:  # WeightsUnavailableError is a RuntimeError
         print(f"nstlib.bench: error: {e}", file=sys.stderr)
         return 1

@@ -87,12 +87,12 @@ def _size(text: str) -> int | tuple[int, int]:
 
 
 def _steps(text: str) -> int | tuple[int, ...]:
-    """'300' (every scale) or '100,30' (one per scale)."""
+    """'300' (every scale) or '80,30' (one per scale)."""
     parts = [t.strip() for t in text.split(",")]
     try:
         values = [int(t) for t in parts]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number (300) or one per scale (100,30), got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a whole number (300) or one per scale (80,30), got {text!r}") from None
     if any(v < 0 for v in values):
         raise argparse.ArgumentTypeError(f"steps must be >= 0, got {text!r}")
     return values[0] if len(values) == 1 else tuple(values)
@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--tv-weight", type=_weight, default=0.0, help="total-variation weight (default 0)")
     g = s.add_argument_group("optimization")
     g.add_argument("--steps", type=_steps, default=None,
-                   help="steps per scale, or one per scale (100,30); default: fast 100 at the first scale and 30 "
+                   help="steps per scale, or one per scale (80,30); default: fast 80 at the first scale and 30 "
                    "at each finer one, paper 300")
     g.add_argument("--scales", type=_scales, default=None,
                    help="coarse to fine: sizes (longest sides) to run at before the output size, e.g. 128 or 128,181; "

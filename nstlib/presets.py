@@ -20,7 +20,7 @@ from typing import Any
 PRESETS = ("fast", "paper")
 #: fast: the coarsest scale's longest side, and the steps at it and at each finer scale.
 FAST_START = 128
-FAST_STEPS = (100, 30)
+FAST_STEPS = (80, 30)
 
 
 def coarse_to_fine(size: int, start: int = FAST_START, factor: int = 2) -> list[int]:

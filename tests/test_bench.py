@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import pytest
 import torch
@@ -40,3 +41,13 @@ def test_bench_refuses_half_a_pair():
 def test_main_reports_errors_in_one_line(capsys):
     assert bench.main(["--weights", "random:vgg16:0", "--content", "missing.png", "--style", "missing.png", "--sizes", "64"]) == 1
     assert capsys.readouterr().err.startswith("nstlib.bench: error:")
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_per_step_table(precision):
+    out = io.StringIO()
+    rows = bench.run([32], steps=1, warmup=1, repeats=1, device="cpu", weights="random:vgg16:0", precision=precision, out=out)
+    assert len(rows) == 1 and rows[0].stylize_s and rows[0].bare_s
+    text = out.getvalue()
+    assert f"precision {precision}" in text
+    assert re.search(r"\| \d+ x 32 \|", text), text  # the paper's photo when NSTLIB_IMAGE_DIR has it, else noise

@@ -261,7 +261,7 @@ def test_style_layer_presets_are_accepted_by_name(run):
 
 def test_presets():
     fast = presets.preset("fast", 512)
-    assert fast["scales"] == [128, 256, 512] and fast["steps"] == [100, 30, 30] and fast["init"] == "content"
+    assert fast["scales"] == [128, 256, 512] and fast["steps"] == [80, 30, 30] and fast["init"] == "content"
     assert presets.preset("fast", 128)["scales"] is None
     assert presets.preset("fast", (300, 200))["scales"] == [150, 300]
     paper = presets.preset("paper", 256)

@@ -272,6 +272,12 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
     if isinstance(content_layers, str):
         content_layers = GATYS_CONTENT_LAYERS  # both papers take content from conv4_2 (relu4_2 here)
     out = _check_output(Path(args.output))
+    for what, given in (("CONTENT", args.content), ("STYLE", args.style), ("--init", args.init)):
+        if given and os.path.exists(given) and _same_file(out, Path(given)):
+            raise UsageError(f"-o {out} is the {what} image itself; writing the result there would destroy it. "
+                             f"Choose another name, e.g. {out.with_name(out.stem + '_stylized' + out.suffix)}")
+    if not 0 <= args.seed < 2**63:
+        raise UsageError(f"--seed must be from 0 to 2**63 - 1 (9223372036854775807), got {args.seed}")
 
     # The preset's settings, then every option given on the command line over them.
     kwargs: dict[str, Any] = preset(args.preset, args.size)
@@ -382,6 +388,14 @@ def _check_output(path: Path) -> Path:
     if not os.access(folder, os.W_OK):
         raise PermissionError(f"-o {path}: the folder {folder} is not writable")
     return path
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Do two paths name one file (also through links, or a second name on a case-insensitive disk)?"""
+    try:
+        return a.exists() and os.path.samefile(a, b) or a.resolve() == b.resolve()
+    except OSError:
+        return False
 
 
 def _settings_line(kwargs: dict[str, Any]) -> str:

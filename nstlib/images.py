@@ -145,6 +145,12 @@ def _check_pixels(wh: tuple[int, int], name: str, max_pixels: int) -> None:
 
 
 def _open_path(path: Path, max_pixels: int) -> Image.Image:
+    text = str(path)
+    if text.startswith(("http:/", "https:/", "ftp:/")):  # Path() folds "//" into "/"
+        raise ValueError(
+            f"{text.replace(':/', '://', 1)} is a URL; nstlib reads image files, not URLs. Download it first "
+            f"(e.g. curl -LO URL, or nstlib.data's cached download for the course images) and pass the file."
+        )
     if not path.exists():
         hint = ""
         if path.parent.exists():
@@ -184,7 +190,12 @@ def _pil_to_tensor(img: Image.Image, name: str) -> torch.Tensor:
         arr = np.asarray(img).astype(np.float32)
         if img.mode == "F":
             return _array_to_tensor(arr, name)
-        return _array_to_tensor(arr / 65535.0, name)
+        # Mode "I" (32-bit) is also what some tools write for 8-bit grey: judge by the values.
+        top = 255.0 if img.mode == "I" and arr.size and float(arr.max()) <= 255.0 else 65535.0
+        if img.mode == "I" and arr.size and (float(arr.min()) < 0 or float(arr.max()) > 65535.0):
+            raise ValueError(f"{name}: a 32-bit integer image with values {arr.min():.0f}..{arr.max():.0f}; expected "
+                             f"0..255 or 0..65535. Rescale it to 8 or 16 bits first.")
+        return _array_to_tensor(arr / top, name)
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -199,10 +210,12 @@ def _pil_to_tensor(img: Image.Image, name: str) -> torch.Tensor:
 def _array_to_tensor(arr: np.ndarray, name: str) -> torch.Tensor:
     if arr.size == 0:
         raise ValueError(f"{name}: the image is empty.")
-    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] > 4:
+    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and (
+            arr.shape[-1] > 4 or (arr.shape[1] > 4 and arr.shape[0] <= arr.shape[-1])):
+        # (3, H, 3) would otherwise pass as an RGB image 3 pixels high; (4, 6, 3) stays a tiny RGB image.
         raise ValueError(
-            f"{name}: NumPy images are expected as (H, W, channels); this looks channels-first. "
-            f"Use arr.transpose(1, 2, 0)."
+            f"{name}: NumPy images are expected as (H, W, channels); this looks channels-first "
+            f"(C, H, W) = {arr.shape}. Use arr.transpose(1, 2, 0)."
         )
     if arr.ndim == 2:
         arr = arr[:, :, None]

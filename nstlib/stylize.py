@@ -240,6 +240,11 @@ def stylize(
     lr = DEFAULT_LR[optimizer] if lr is None else float(lr)
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr}.")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
+        raise ValueError(f"seed must be a whole number from 0 to 2**63 - 1, got {seed!r}.")
+    if extractor is not None and not isinstance(extractor, VGGFeatures):
+        raise TypeError(f"extractor must be a network from nstlib.vgg.load_vgg(...), got {type(extractor).__name__} "
+                        f"{extractor!r:.60}; to name weights, use extractor=load_vgg({extractor!r:.40}).")
 
     dev = pick_device(device)
     net = extractor if extractor is not None else load_vgg()
@@ -261,13 +266,14 @@ def stylize(
     if isinstance(style_layers, str) and preset_name(style_layers):
         style_layers = style_layer_preset(style_layers, net.arch)
     s_layers = layer_weight_dict(style_layers, "style_layers") if use_style else {}
+    use_content, use_style = bool(c_layers), bool(s_layers)  # no layers drops the term
     if not c_layers and not s_layers and not tv_weight:
         raise ValueError("nothing to optimize: no content or style term is left (check the images and weights).")
     plan = plan_scales(out_hw, scales, steps, style_img.shape[-2:] if style_img is not None else None)
     first = plan[0]
     where = f" at the first scale ({first.hw[0]}x{first.hw[1]})" if len(plan) > 1 else ""
     net.check_input_size(*first.hw, [*c_layers, *s_layers], what=f"the output image{where}")
-    if use_style:
+    if s_layers:
         net.check_input_size(*first.style_hw, list(s_layers), what=f"the style image{where}")
 
     settings = _settings(
@@ -501,6 +507,13 @@ class _Loop:
                 done_here += 1
                 self.done += 1
                 self.bar.update(1)
+                if scale == 0 and done_here == 1:
+                    start = float(self._totals[0].sum())
+                    if not math.isfinite(start):
+                        raise ValueError(
+                            f"the loss is {start} at the start, before any step: the network or the images give "
+                            f"non-finite features (NaN or inf weights, or an image with NaN). Check the weights "
+                            f"file and the images.")
                 if done_here % check_every == 0 or done_here == steps:
                     last = float(self._totals[-1].sum())
                     if not math.isfinite(last):

@@ -171,10 +171,16 @@ class VGGFeatures(nn.Module):
     def min_input_size(self, layers: Iterable[str]) -> tuple[int, str]:
         """The smallest input side (px) for which every layer has >= 1 position, and which layer needs it."""
         stride = {r.name: r.min_input for r in layer_table(self.arch)}
-        return max((stride[n], n) for n in self.check_layers(layers))
+        layers = self.check_layers(layers)
+        if not layers:
+            return 1, ""
+        return max((stride[n], n) for n in layers)
 
     def check_input_size(self, height: int, width: int, layers: Iterable[str], what: str = "the image") -> None:
         """ValueError if an input of (height, width) is too small for the deepest of `layers`."""
+        layers = tuple(layers)
+        if not layers:
+            return
         need, layer = self.min_input_size(layers)
         if min(height, width) < need:
             raise ValueError(

@@ -305,4 +305,10 @@ def _features_state(raw: Mapping[str, torch.Tensor], arch: str, where: str) -> d
             f"{where} does not match {arch}'s convolutional layers ({'; '.join(problems)}). "
             f"Expected torchvision's layout (features.0.weight, ...) or named layers (conv1_1.weight, ...)."
         )
+    bad = [k for k, v in state.items() if not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ValueError(
+            f"{where} holds NaN or infinite values in {', '.join(bad[:6])}{' ...' if len(bad) > 6 else ''}: "
+            f"the file is damaged or was saved from a diverged training run; download or convert it again."
+        )
     return {k: v.detach().float() for k, v in state.items()}

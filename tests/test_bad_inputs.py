@@ -1,0 +1,195 @@
+"""Bad and unusual inputs: each gets a clear error naming what was wrong and how to fix it, or is
+handled correctly. Library and command line, random weights, tiny images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nstlib.cli import main
+from nstlib.images import load_image
+from nstlib.stylize import stylize
+from nstlib.vgg import load_vgg
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+WEIGHTS = ["--weights", "random:vgg16:0"]
+FAST = ["--size", "40", "--steps", "2", "--no-progress", *WEIGHTS]
+SMALL = dict(content_layers=["relu3_1"], style_layers=["relu1_1", "relu2_1"], steps=2, progress=False, precision="float32")
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> tuple[Path, Path]:
+    rng = np.random.default_rng(0)
+    content, style = tmp_path / "photo.png", tmp_path / "painting.png"
+    Image.fromarray(rng.integers(0, 256, (32, 40, 3), dtype=np.uint8)).save(content)
+    Image.fromarray(rng.integers(0, 256, (36, 36, 3), dtype=np.uint8)).save(style)
+    return content, style
+
+
+def cli_error(capsys, argv) -> tuple[int, str]:
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("nstlib: error:") and "Traceback" not in err, err
+    return code, err
+
+
+# -- the start image at exactly the output size --------------------------------------------------
+
+@pytest.mark.parametrize("init", ["content", "style", "path"])
+def test_init_at_the_output_size_runs(files, tmp_path, init, capsys):
+    """A photo already at the output size used to reach L-BFGS as a strided view and crash."""
+    content, style = files
+    value = str(content) if init == "path" else init
+    out = tmp_path / "o.png"
+    assert main(["stylize", str(content), str(style), "-o", str(out), "--steps", "2", "--no-progress", *WEIGHTS,
+                 "--size", "40", "--init", value, "--style-size", "40"]) == 0, capsys.readouterr().err
+    assert json.loads(out.with_suffix(".json").read_text())["steps_done"] == 2
+
+
+def test_init_content_without_size_runs(files, random_vgg16):
+    content, style = files
+    r = stylize(str(content), str(style), init="content", extractor=random_vgg16, **SMALL)
+    assert r.steps_done == 2 and r.image.shape == (1, 3, 32, 40)
+
+
+# -- the output must not destroy an input ------------------------------------------------------------
+
+@pytest.mark.parametrize("which", ["content", "style", "init"])
+def test_output_naming_an_input_is_refused(files, tmp_path, capsys, which):
+    content, style = files
+    target = {"content": content, "style": style, "init": content}[which]
+    before = target.read_bytes()
+    extra = ["--init", str(content)] if which == "init" else []
+    code, err = cli_error(capsys, ["stylize", str(content), str(style), "-o", str(target), *FAST, *extra])
+    assert code == 2 and "would destroy it" in err
+    assert target.read_bytes() == before
+
+
+def test_output_naming_an_input_through_another_path_is_refused(files, tmp_path, capsys, monkeypatch):
+    content, style = files
+    monkeypatch.chdir(tmp_path)
+    code, err = cli_error(capsys, ["stylize", str(content), str(style), "-o", "./photo.png", *FAST])
+    assert code == 2 and "CONTENT image itself" in err
+
+
+# -- weights holding NaN ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_weights_are_an_error_naming_the_layer(tmp_path, bad):
+    state = load_vgg("random:vgg16:0").features.state_dict()
+    state["5.weight"] = state["5.weight"].clone()
+    state["5.weight"][0, 0, 0, 0] = bad
+    path = tmp_path / "broken.pth"
+    torch.save(state, path)
+    with pytest.raises(ValueError, match=r"NaN or infinite values in features\.5\.weight|NaN or infinite values in .*5"):
+        load_vgg(str(path))
+
+
+def test_non_finite_start_loss_is_an_error(random_vgg16, monkeypatch):
+    import copy
+
+    net = copy.deepcopy(random_vgg16)
+    with torch.no_grad():
+        net.features[0].bias[0] = float("nan")
+    with pytest.raises(ValueError, match="at the start, before any step"):
+        stylize(torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32), extractor=net, **SMALL)
+
+
+# -- no layers left --------------------------------------------------------------------------------------
+
+def test_empty_style_layers_drop_the_style_term(files, random_vgg16):
+    content, style = files
+    r = stylize(str(content), str(style), extractor=random_vgg16, **{**SMALL, "style_layers": ()})
+    assert set(r.history) == {"total", "content:relu3_1"}
+
+
+def test_tv_only_runs(files, random_vgg16):
+    content, style = files
+    r = stylize(str(content), str(style), extractor=random_vgg16, alpha=0, beta=0, tv_weight=1.0, **SMALL)
+    assert set(r.history) == {"total", "tv"} and r.history["total"][-1, 0] < r.history["total"][0, 0]
+
+
+def test_cli_empty_style_layers_and_tv_only(files, tmp_path, capsys):
+    content, style = files
+    assert main(["stylize", str(content), str(style), "-o", str(tmp_path / "a.png"), *FAST, "--style-layers", ""]) == 0
+    assert main(["stylize", str(content), str(style), "-o", str(tmp_path / "b.png"), *FAST,
+                 "--alpha", "0", "--beta", "0", "--tv-weight", "1"]) == 0
+    code, err = cli_error(capsys, ["stylize", str(content), str(style), "-o", str(tmp_path / "c.png"), *FAST,
+                                   "--alpha", "0", "--beta", "0"])
+    assert code == 1 and "nothing to optimize" in err
+
+
+# -- images ---------------------------------------------------------------------------------------------
+
+def test_mode_I_image_holding_8_bit_values(tmp_path):
+    arr = np.tile(np.arange(0, 256, 4, dtype=np.int32), (16, 1))
+    path = tmp_path / "grey.tif"  # TIFF keeps 32-bit integer pixels (PNG cannot)
+    Image.fromarray(arr, mode="I").save(path)
+    with Image.open(path) as check:
+        assert check.mode == "I"
+    img = load_image(path)
+    assert img.shape == (1, 3, 16, 64) and float(img.max()) == pytest.approx(252 / 255, abs=1e-6)
+
+
+def test_mode_I_image_out_of_range(tmp_path):
+    with pytest.raises(ValueError, match="0..255 or 0..65535"):
+        load_image(Image.fromarray(np.full((8, 8), 70000, dtype=np.int32), mode="I"))
+
+
+@pytest.mark.parametrize("shape", [(3, 40, 50), (3, 40, 3), (1, 40, 4), (4, 64, 64)])
+def test_channels_first_arrays_are_refused(shape):
+    with pytest.raises(ValueError, match="transpose"):
+        load_image(np.random.rand(*shape).astype(np.float32))
+
+
+@pytest.mark.parametrize("url", ["https://example.org/photo.jpg", "http://example.org/a.png"])
+def test_urls_say_they_are_not_read(url, capsys, tmp_path):
+    with pytest.raises(ValueError, match="is a URL"):
+        load_image(url)
+    code, err = cli_error(capsys, ["stylize", url, url, "-o", str(tmp_path / "o.png"), *FAST])
+    assert code == 1 and url in err and "Download it first" in err
+
+
+# -- options ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", [2**64, 2**63, -1])
+def test_seed_out_of_range(files, tmp_path, capsys, random_vgg16, seed):
+    content, style = files
+    code, err = cli_error(capsys, ["stylize", str(content), str(style), "-o", str(tmp_path / "o.png"), *FAST, "--seed", str(seed)])
+    assert code == 2 and "--seed must be from 0 to 2**63 - 1" in err
+    with pytest.raises(ValueError, match="seed must be"):
+        stylize(torch.rand(1, 3, 32, 32), None, size=32, extractor=random_vgg16, **{**SMALL, "seed": seed})
+
+
+@pytest.mark.parametrize("extractor", ["random:vgg16:0", 16, torch.nn.Conv2d(3, 3, 3)])
+def test_extractor_of_the_wrong_type(extractor):
+    with pytest.raises(TypeError, match="extractor must be a network from nstlib.vgg.load_vgg"):
+        stylize(torch.rand(1, 3, 32, 32), None, size=32, extractor=extractor, **SMALL)
+
+
+# -- the extractor against torchvision's VGG ----------------------------------------------------------
+
+@pytest.mark.parametrize("arch", ["vgg16", "vgg19"])
+def test_extract_matches_torchvision_layer_by_layer(arch):
+    """Same state dict in both: every named layer equals torchvision's features[: i + 1] on the preprocessed input."""
+    import torchvision
+
+    net = load_vgg(f"random:{arch}:3", pooling="max")
+    tv = getattr(torchvision.models, arch)(weights=None).features.eval()
+    tv.load_state_dict(net.features.state_dict())
+    x = torch.rand(2, 3, 48, 40, generator=torch.Generator().manual_seed(0))
+    ours = net.extract(x, net.names)
+    h = net.preprocess(x)
+    with torch.no_grad():
+        for i, module in enumerate(tv):
+            if isinstance(module, torch.nn.ReLU):
+                module.inplace = False  # keep the conv output intact for comparison
+            h = module(h)
+            torch.testing.assert_close(ours[net.names[i]], h, rtol=1e-5, atol=1e-5, msg=f"{arch} {net.names[i]}")
+    assert len(ours) == len(tv)

@@ -298,7 +298,9 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
 
     from nstlib.stylize import plan_scales
 
-    content_hw = tuple(load_image(args.content, args.size).shape[-2:])
+    from nstlib.images import target_size
+
+    content_hw = target_size(tuple(load_image(args.content).shape[-2:]), args.size)
     load_image(args.style)
     try:
         plan_scales(content_hw, kwargs["scales"], kwargs["steps"])
@@ -324,6 +326,7 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
 
     print(f"weights: {net.describe()}")
     print(f"device:  {describe_device(device)}; precision {kwargs['precision']}")
+    print(f"memory:  {_memory_line(net, device, content_hw, kwargs)}")
     print(f"content: {args.content}\nstyle:   {args.style}")
     print(f"settings (preset {args.preset}): " + _settings_line(kwargs))
 
@@ -390,6 +393,16 @@ def _check_output(path: Path) -> Path:
     return path
 
 
+def _memory_line(net, device, hw: tuple[int, int], kwargs: dict[str, Any]) -> str:
+    """The memory the run will need at its output size, and what is free (refusing is stylize's job)."""
+    from nstlib.memory import estimate_bytes, free_bytes, human
+
+    layers = [*kwargs["content_layers"], *kwargs["style_layers"]]
+    need = estimate_bytes(net, hw, layers, precision=kwargs["precision"].name, optimizer=kwargs["optimizer"])
+    free = free_bytes(device)
+    return f"about {human(need)} needed at {hw[0]}x{hw[1]}" + (f", {human(free)} free" if free is not None else "")
+
+
 def _same_file(a: Path, b: Path) -> bool:
     """Do two paths name one file (also through links, or a second name on a case-insensitive disk)?"""
     try:
@@ -413,7 +426,7 @@ def _one_line(e: BaseException) -> str:
     text = " ".join(str(e).split()) or type(e).__name__
     if type(e).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError (CUDA / MPS)
         return f"out of GPU memory; try a smaller --size or --style-size ({text[:200]})"
-    if isinstance(e, (ValueError, TypeError, OSError)) or type(e).__module__.startswith("nstlib"):
+    if isinstance(e, (ValueError, TypeError, OSError, MemoryError)) or type(e).__module__.startswith("nstlib"):
         return text
     return f"{type(e).__name__}: {text} (run with --traceback for details)"
 

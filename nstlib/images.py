@@ -57,25 +57,30 @@ def load_image(source: ImageLike, size: Size = None, *, max_pixels: int = MAX_PI
     )
 
 
-def resize(image: torch.Tensor, size: Size) -> torch.Tensor:
-    """Resize (1, 3, H, W) -> (1, 3, H', W'): longest side `size` (int) or exactly (H', W').
-
-    Downsampling is antialiased so that a huge photo does not alias into noise.
-    """
+def target_size(hw: tuple[int, int], size: Size) -> tuple[int, int]:
+    """The (H', W') `resize` makes of an image (H, W) for `size` (None, longest side, or (H', W'))."""
+    h, w = hw
     if size is None:
-        return image
-    h, w = image.shape[-2:]
+        return (h, w)
     if isinstance(size, bool) or not isinstance(size, (int, tuple, list)):
         raise TypeError(f"size must be an int (longest side), a pair (height, width) or None, got {size!r}.")
     if isinstance(size, int):
         if size < 1:
             raise ValueError(f"size must be a positive number of pixels, got {size}.")
         scale = size / max(h, w)
-        new = (max(1, round(h * scale)), max(1, round(w * scale)))
-    else:
-        if len(size) != 2 or not all(isinstance(s, int) and s >= 1 for s in size):
-            raise ValueError(f"size as a pair must be two positive ints (height, width), got {size!r}.")
-        new = (int(size[0]), int(size[1]))
+        return (max(1, round(h * scale)), max(1, round(w * scale)))
+    if len(size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in size):
+        raise ValueError(f"size as a pair must be two positive ints (height, width), got {size!r}.")
+    return (int(size[0]), int(size[1]))
+
+
+def resize(image: torch.Tensor, size: Size) -> torch.Tensor:
+    """Resize (1, 3, H, W) -> (1, 3, H', W'): longest side `size` (int) or exactly (H', W').
+
+    Downsampling is antialiased so that a huge photo does not alias into noise.
+    """
+    h, w = image.shape[-2:]
+    new = target_size((h, w), size)
     if new == (h, w):
         return image
     antialias = new[0] < h or new[1] < w

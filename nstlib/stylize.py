@@ -42,8 +42,9 @@ import torch.nn.functional as F
 from nstlib import __version__
 from nstlib._io import atomic_write
 from nstlib.devices import pick_device, synchronize
-from nstlib.images import ImageLike, Size, load_image, resize, save_image, to_pil
-from nstlib.losses import LayerWeights, Objective, Weight, build_objective, layer_weight_dict, resolve_weights
+from nstlib.images import ImageLike, Size, load_image, resize, save_image, target_size, to_pil
+from nstlib.losses import LayerWeights, Objective, Weight, as_batch_weight, build_objective, layer_weight_dict, resolve_weights
+from nstlib.memory import estimate_bytes, free_bytes, human, largest_fitting_side
 from nstlib.precision import Precision, extract, resolve_precision
 from nstlib.vgg import GATYS_CONTENT_LAYERS, GATYS_STYLE_LAYERS, VGGFeatures, load_vgg, preset_name, style_layer_preset
 
@@ -252,16 +253,19 @@ def stylize(
     prec = resolve_precision(precision, dev)
 
     # -- images and the plan: which sizes, how many steps each ------------------------------
-    content_img = load_image(content, size) if content is not None else None
-    if content_img is None:
+    # Loaded at their own size first: a typo like size=100000 must be refused before anything
+    # is upsampled to it (see the memory check below).
+    content_raw = load_image(content) if content is not None else None
+    if content_raw is None:
         if size is None:
             raise ValueError("without a content image, pass size= (an int or (H, W)) for the output.")
-        out_hw = (size, size) if isinstance(size, int) else tuple(size)
+        out_hw = target_size((size, size) if isinstance(size, int) else tuple(size), size)
     else:
-        out_hw = tuple(content_img.shape[-2:])
-    style_img = load_image(style, max(out_hw) if style_size is None else style_size) if style is not None else None
-    use_content = content_img is not None and not _all_zero(weights.content)
-    use_style = style_img is not None and not _all_zero(weights.style)
+        out_hw = target_size(tuple(content_raw.shape[-2:]), size)
+    style_raw = load_image(style) if style is not None else None
+    style_hw = None if style_raw is None else target_size(tuple(style_raw.shape[-2:]), max(out_hw) if style_size is None else style_size)
+    use_content = content_raw is not None and not _all_zero(weights.content)
+    use_style = style_raw is not None and not _all_zero(weights.style)
     c_layers = layer_weight_dict(content_layers, "content_layers") if use_content else {}
     if isinstance(style_layers, str) and preset_name(style_layers):
         style_layers = style_layer_preset(style_layers, net.arch)
@@ -269,12 +273,17 @@ def stylize(
     use_content, use_style = bool(c_layers), bool(s_layers)  # no layers drops the term
     if not c_layers and not s_layers and not tv_weight:
         raise ValueError("nothing to optimize: no content or style term is left (check the images and weights).")
-    plan = plan_scales(out_hw, scales, steps, style_img.shape[-2:] if style_img is not None else None)
+    plan = plan_scales(out_hw, scales, steps, style_hw)
     first = plan[0]
     where = f" at the first scale ({first.hw[0]}x{first.hw[1]})" if len(plan) > 1 else ""
+    net.check_layers([*c_layers, *s_layers])
     net.check_input_size(*first.hw, [*c_layers, *s_layers], what=f"the output image{where}")
     if s_layers:
         net.check_input_size(*first.style_hw, list(s_layers), what=f"the style image{where}")
+    batch = _batch_size([as_batch_weight(w, "weight") for w in (weights.content, weights.style, *c_layers.values(), *s_layers.values())])
+    needed = check_memory(net, dev, out_hw, [*c_layers, *s_layers], batch, prec.name, optimizer)
+    content_img = resize(content_raw, out_hw) if content_raw is not None else None
+    style_img = resize(style_raw, style_hw) if style_raw is not None else None
 
     settings = _settings(
         content=content, style=style, size=out_hw, style_size=style_img.shape[-2:] if use_style else None,
@@ -286,6 +295,7 @@ def stylize(
         optimizer=optimizer, steps=steps if isinstance(steps, int) else list(steps),
         scales=[max(p.hw) for p in plan] if len(plan) > 1 else None, precision=prec.name,
         precision_reason=prec.reason, lr=lr, device=str(dev), pooling=net.pooling, arch=net.arch,
+        memory_estimate_mb=round(needed / 2**20),
     )
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
@@ -314,7 +324,6 @@ def stylize(
         for k, sc in enumerate(plan):
             objective = objective_at(k)
             if best is None:
-                batch = _batch_size([*objective.content_weights.values(), *objective.style_weights.values()])
                 x = _initial_image(init, resize(content_img, sc.hw) if content_img is not None else None, style_img, sc.hw, batch, seed)
             else:
                 x = _upsample(best.image, sc.hw, content_img if init == "content" else None, plan[k - 1].hw)
@@ -600,6 +609,24 @@ def _warn_if_slow(out_hw: tuple[int, int], dev: torch.device) -> None:
             f"{out_hw[0]}x{out_hw[1]} px on the CPU will be slow (seconds per step); try size=256 or less.",
             RuntimeWarning, stacklevel=3,
         )
+
+
+def check_memory(net: VGGFeatures, device: torch.device, hw: tuple[int, int], layers: Sequence[str], batch: int,
+                 precision: str, optimizer: str) -> int:
+    """Bytes a run at (H, W) needs (`nstlib.memory`); MemoryError if that is more than 90 % of what is free."""
+    needed = estimate_bytes(net, hw, layers, batch=batch, precision=precision, optimizer=optimizer)
+    free = free_bytes(device)
+    if free is not None and needed > 0.9 * free:
+        side = largest_fitting_side(net, hw, layers, int(0.9 * free), batch=batch, precision=precision, optimizer=optimizer)
+        where = "the GPU" if device.type == "cuda" else "this machine"
+        fix = (f"use size={side} or smaller (--size {side})" if side >= 16 else
+               "close other programs, or use fewer or shallower layers")
+        raise MemoryError(
+            f"a {hw[0]}x{hw[1]} output{f' (batch of {batch})' if batch > 1 else ''} needs about {human(needed)} "
+            f"(the network's activations up to its deepest layer and the optimizer's state), but {where} has "
+            f"{human(free)} free. The largest size that fits is about {side} px: {fix}."
+        )
+    return needed
 
 
 def _upsample(image: torch.Tensor, hw: tuple[int, int], photo: torch.Tensor | None,

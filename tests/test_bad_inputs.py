@@ -193,3 +193,46 @@ def test_extract_matches_torchvision_layer_by_layer(arch):
             h = module(h)
             torch.testing.assert_close(ours[net.names[i]], h, rtol=1e-5, atol=1e-5, msg=f"{arch} {net.names[i]}")
     assert len(ours) == len(tv)
+
+
+# -- memory: estimated before anything is allocated ------------------------------------------------------
+
+def test_memory_estimate_grows_with_size_batch_and_depth(random_vgg16):
+    from nstlib.memory import estimate_bytes
+
+    deep, shallow = ["relu4_2", "relu5_1"], ["relu2_1"]
+    e = lambda hw, layers=deep, **kw: estimate_bytes(random_vgg16, hw, layers, **kw)  # noqa: E731
+    assert e((512, 512)) > 3 * e((256, 256)) - 3 * 150 * 2**20
+    assert e((256, 256), batch=4) > e((256, 256))
+    assert e((256, 256), layers=shallow) < e((256, 256))
+    assert e((256, 256), optimizer="adam") < e((256, 256))
+    assert e((256, 256), precision="bfloat16") < e((256, 256))
+
+
+def test_a_size_that_does_not_fit_is_refused_before_allocating(random_vgg16, monkeypatch):
+    import nstlib.stylize as S
+
+    monkeypatch.setattr(S, "free_bytes", lambda device: 400 * 2**20)
+    with pytest.raises(MemoryError, match=r"needs about .* but this machine has 419.4 MB free\. The largest size that fits is about \d+ px"):
+        stylize(torch.rand(1, 3, 30, 40), torch.rand(1, 3, 32, 32), size=4000, extractor=random_vgg16, **SMALL)
+    r = stylize(torch.rand(1, 3, 30, 40), torch.rand(1, 3, 32, 32), size=40, extractor=random_vgg16, **SMALL)
+    assert r.settings["memory_estimate_mb"] > 0
+
+
+def test_the_largest_fitting_size_fits(random_vgg16):
+    from nstlib.memory import estimate_bytes, largest_fitting_side
+
+    layers = ["relu4_2", "relu5_1"]
+    budget = 2 * 2**30
+    side = largest_fitting_side(random_vgg16, (3000, 4000), layers, budget)  # searched below the size asked
+    assert 16 < side < 4000
+    assert estimate_bytes(random_vgg16, (round(3000 * side / 4000), side), layers) <= budget
+    assert estimate_bytes(random_vgg16, (round(3000 * (side + 8) / 4000), side + 8), layers) > budget
+
+
+def test_cli_refuses_a_huge_size_in_one_line(files, tmp_path, capsys):
+    content, style = files
+    code, err = cli_error(capsys, ["stylize", str(content), str(style), "-o", str(tmp_path / "o.png"),
+                                   "--size", "100000", "--no-progress", *WEIGHTS])
+    assert code == 1 and "The largest size that fits is about" in err and "--size" in err
+    assert not (tmp_path / "o.png").exists()

@@ -16,9 +16,11 @@ weights, whose message says over several lines how to get them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import re
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -339,7 +341,8 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
         args.content, args.style, extractor=net, device=device, progress=not args.no_progress,
         callback=callback, callback_every=args.save_every or 10, **kwargs,
     )
-    path = result.save(out)
+    with _no_ctrl_c():  # the best image so far is in memory: a Ctrl-C now must not lose it
+        path = result.save(out)
     per_step = f" ({result.wall_time / result.steps_done:.3g} s/step)" if result.steps_done else ""
     memory = f", peak GPU memory {result.peak_memory_mib:.0f} MiB" if result.peak_memory_mib is not None else ""
     print(f"time:    {result.wall_time:.1f} s for {result.steps_done} steps{per_step}, final loss {float(result.loss[0]):.4g}{memory}")
@@ -391,6 +394,20 @@ def _check_output(path: Path) -> Path:
     if not os.access(folder, os.W_OK):
         raise PermissionError(f"-o {path}: the folder {folder} is not writable")
     return path
+
+
+@contextlib.contextmanager
+def _no_ctrl_c():
+    """Ignore Ctrl-C (SIGINT) while the result is written; main thread only, else nothing."""
+    try:
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def _memory_line(net, device, hw: tuple[int, int], kwargs: dict[str, Any]) -> str:

@@ -114,6 +114,8 @@ class StyleResult:
     def loss(self) -> np.ndarray:
         """(B,) total loss of the returned images (at the output size)."""
         total = self.history["total"]
+        if total.shape[0] == 0:  # stopped before the first evaluation
+            return np.full(self.image.shape[0], np.nan)
         if "scale" in self.history:
             total = total[self.history["scale"][:, 0] == self.history["scale"].max()]
         return np.nanmin(total, axis=0)
@@ -341,8 +343,11 @@ def stylize(
     # with its loss there (so that `loss` always means the returned image's loss).
     if best.image.shape[-2:] != out_hw:
         best = BestImage(_upsample(best.image, out_hw, None, None))
-        with torch.no_grad():
-            loop.record(len(plan) - 1, objective_at(len(plan) - 1), best.image, best)
+        try:
+            with torch.no_grad():
+                loop.record(len(plan) - 1, objective_at(len(plan) - 1), best.image, best)
+        except KeyboardInterrupt:  # another Ctrl-C: return the image without its loss at the output size
+            loop._end(StopReason.INTERRUPTED, f"interrupted (Ctrl-C) after {loop.done} steps")
     if loop.stop_reason is StopReason.NON_FINITE:
         warnings.warn(
             f"stylize: {loop.stopped}. Returned the best finite image so far. Lower lr"
@@ -543,8 +548,11 @@ class _Loop:
         except KeyboardInterrupt:
             self._end(StopReason.INTERRUPTED, f"interrupted (Ctrl-C) after {self.done} steps")
         if self.stop_reason is not StopReason.NON_FINITE:
-            with torch.no_grad():
-                self.record(scale, objective, x, best)
+            try:
+                with torch.no_grad():
+                    self.record(scale, objective, x, best)
+            except KeyboardInterrupt:  # a second Ctrl-C: skip the last evaluation, keep the best image
+                self._end(StopReason.INTERRUPTED, f"interrupted (Ctrl-C) after {self.done} steps")
         if self.optimizer == "adam" and x in opt.state:
             st = opt.state[x]
             self._adam_state = {k: st[k] for k in ("step", "exp_avg", "exp_avg_sq")}

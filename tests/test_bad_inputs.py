@@ -236,3 +236,152 @@ def test_cli_refuses_a_huge_size_in_one_line(files, tmp_path, capsys):
                                    "--size", "100000", "--no-progress", *WEIGHTS])
     assert code == 1 and "The largest size that fits is about" in err and "--size" in err
     assert not (tmp_path / "o.png").exists()
+
+
+# -- Ctrl-C twice ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("scales", [None, [16]])
+def test_a_second_ctrl_c_still_returns_the_best_image(random_vgg16, monkeypatch, scales):
+    import nstlib.stylize as S
+
+    pressed = {"first": False, "second": False}
+    original = S._Loop.record
+
+    def record(self, *args, **kwargs):
+        if pressed["first"] and not pressed["second"]:
+            pressed["second"] = True
+            raise KeyboardInterrupt  # the second Ctrl-C, during the evaluation after the first
+        return original(self, *args, **kwargs)
+
+    def cb(info):
+        if info.step == 2:
+            pressed["first"] = True
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(S._Loop, "record", record)
+    kw = {**SMALL, "steps": [4, 4] if scales else 4, "style_layers": ["relu1_1"], "content_layers": ["relu2_1"]}
+    r = stylize(torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32), extractor=random_vgg16, scales=scales,
+                callback=cb, callback_every=1, **kw)
+    assert pressed["second"] and r.stop_reason.value == "interrupted" and r.steps_done == 2
+    assert r.image.shape == (1, 3, 32, 32) and torch.isfinite(r.image).all()
+
+
+def test_the_cli_ignores_ctrl_c_while_it_saves():
+    import os
+    import signal
+
+    from nstlib.cli import _no_ctrl_c
+
+    with _no_ctrl_c():
+        os.kill(os.getpid(), signal.SIGINT)  # would raise KeyboardInterrupt outside
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+# -- the command-line battery: (what, extra argv, exit status, words in the one-line error) -------------
+# "{c}" / "{s}" / "{o}" / "{d}" are the content, style, output path and a scratch folder.
+
+CLI_CASES = [
+    ("missing content", ["{d}/nope.jpg", "{s}"], 1, "no image file"),
+    ("content is a folder", ["{d}", "{s}"], 1, "is a folder"),
+    ("empty content file", ["{d}/empty.png", "{s}"], 1, "empty file"),
+    ("text file as image", ["{d}/text.png", "{s}"], 1, "not an image"),
+    ("truncated png", ["{d}/truncated.png", "{s}"], 1, "could not be decoded"),
+    ("missing style", ["{c}", "{d}/nope.jpg"], 1, "no image file"),
+    ("output suffix .txt", ["{c}", "{s}", "-o", "{d}/out.txt"], 2, "unknown image suffix"),
+    ("output folder missing", ["{c}", "{s}", "-o", "{d}/no/such/out.png"], 1, "does not exist"),
+    ("output is a folder", ["{c}", "{s}", "-o", "{d}/sub.png"], 1, "is a folder"),
+    ("size 0", ["--size", "0"], 2, "sizes must be >= 1"),
+    ("size word", ["--size", "big"], 2, "expected a number of pixels"),
+    ("size 10x0", ["--size", "10x0"], 2, "sizes must be >= 1"),
+    ("size too small for relu5_1", ["--size", "8"], 1, "too small for layer"),
+    ("style size too small", ["--style-size", "8"], 1, "the style image is"),
+    ("steps negative", ["--steps", "-1"], 2, ">= 0"),
+    ("steps fraction", ["--steps", "1.5"], 2, "whole number"),
+    ("alpha negative", ["--alpha", "-1"], 2, "finite number >= 0"),
+    ("beta nan", ["--beta", "nan"], 2, "finite number >= 0"),
+    ("lambda_os with gatys", ["--lambda-os", "1"], 2, "--variant normalized"),
+    ("alpha with normalized", ["--variant", "normalized", "--alpha", "1"], 2, "--lambda-os"),
+    ("unknown content layer", ["--content-layers", "relu9_9"], 1, "not a layer of vgg16"),
+    ("layer weight not a number", ["--style-layers", "relu1_1=x"], 2, "weight of 'relu1_1'"),
+    ("layer named twice", ["--style-layers", "relu1_1,relu1_1"], 2, "twice"),
+    ("weights on some layers only", ["--content-layers", "relu4_2=1,relu5_2"], 2, "every layer or to none"),
+    ("optimizer sgd", ["--optimizer", "sgd"], 2, "invalid choice"),
+    ("variant unknown", ["--variant", "cubist"], 2, "invalid choice"),
+    ("lr zero", ["--lr", "0"], 1, "lr must be > 0"),
+    ("init file missing", ["--init", "{d}/nope.png"], 1, "no file at"),
+    ("init word", ["--init", "pink"], 1, "expected noise, content, style or an image file"),
+    ("weights file missing", ["--weights", "{d}/nope.pth"], 1, "nope.pth"),
+    ("weights arch unknown", ["--weights", "random:vgg99"], 1, "random"),
+    ("device cuda without a GPU", ["--device", "cuda"], 1, "no CUDA GPU"),
+    ("device unknown", ["--device", "tpu"], 1, "unknown device"),
+    ("pooling median", ["--pooling", "median"], 2, "invalid choice"),
+    ("save-every 0", ["--save-every", "0"], 2, ">= 1"),
+    ("tv weight negative", ["--tv-weight", "-1"], 2, "finite number >= 0"),
+    ("seed word", ["--seed", "abc"], 2, "invalid int value"),
+    ("precision half", ["--precision", "half"], 2, "invalid choice"),
+    ("scales above the size", ["--scales", "80"], 2, "up to the output size"),
+    ("scales decreasing", ["--scales", "30,20"], 2, "increasing"),
+    ("steps per scale miscounted", ["--scales", "20", "--steps", "1,2,3"], 2, "one number per scale"),
+    ("a sliver of an image", ["{d}/sliver.png", "{s}"], 1, "too small for layer"),
+]
+
+
+@pytest.fixture
+def scratch(tmp_path, files):
+    d = tmp_path / "scratch"
+    d.mkdir()
+    (d / "empty.png").write_bytes(b"")
+    (d / "text.png").write_text("not a picture")
+    (d / "truncated.png").write_bytes(files[0].read_bytes()[:200])
+    (d / "sub.png").mkdir()
+    Image.fromarray(np.zeros((2, 400, 3), np.uint8)).save(d / "sliver.png")
+    return d
+
+
+@pytest.mark.parametrize("what, argv, code, words", CLI_CASES, ids=[c[0] for c in CLI_CASES])
+def test_cli_battery(files, scratch, tmp_path, capsys, what, argv, code, words):
+    content, style = files
+    fill = lambda a: a.format(c=content, s=style, d=scratch, o=tmp_path / "o.png")  # noqa: E731
+    args = [fill(a) for a in argv]
+    own_images = bool(argv) and not argv[0].startswith("-")
+    positional, rest = (args[:2], args[2:]) if own_images else ([str(content), str(style)], args)
+    if "-o" not in rest:
+        rest = ["-o", str(tmp_path / "o.png"), *rest]
+    base = ["--size", "40", "--steps", "1", "--no-progress", *WEIGHTS]
+    got, err = cli_error(capsys, ["stylize", *positional, *base, *rest])
+    assert got == code and words in err, err
+
+
+LIB_CASES = [
+    ("neither image", dict(content=None, style=None), ValueError, "got neither"),
+    ("optimizer sgd", dict(optimizer="sgd"), ValueError, "optimizer must be one of"),
+    ("steps negative", dict(steps=-1), ValueError, ">= 0"),
+    ("callback_every 0", dict(callback_every=0), ValueError, "callback_every"),
+    ("lr negative", dict(lr=-1.0), ValueError, "lr must be > 0"),
+    ("content layers as a string", dict(content_layers="relu4_2"), TypeError, "write ['relu4_2']"),
+    ("precision half", dict(precision="half"), ValueError, "precision must be one of"),
+    ("device cuda without a GPU", dict(device="cuda"), ValueError, "no CUDA GPU"),
+    ("batch lengths differ", dict(alpha=[1.0, 2.0], beta=[1.0, 2.0, 3.0]), ValueError, "same length"),
+    ("tv weight negative", dict(tv_weight=-1.0), ValueError, "finite and >= 0"),
+    ("init word", dict(init="pink"), ValueError, "init must be"),
+    ("image with NaN", dict(content=torch.full((1, 3, 32, 32), float("nan"))), ValueError, "NaN"),
+    ("image above 1", dict(content=torch.full((1, 3, 32, 32), 2.0)), ValueError, "[0, 1]"),
+    ("image of the wrong shape", dict(content=torch.rand(5)), ValueError, "image"),
+    ("scales not increasing", dict(scales=[32, 16]), ValueError, "increase"),
+    ("scales as a string", dict(scales="16,32"), TypeError, "list of sizes"),
+    ("size zero", dict(size=0), ValueError, "positive"),
+    ("size of three numbers", dict(size=(1, 2, 3)), ValueError, "two positive ints"),
+    ("texture without a size", dict(content=None, size=None), ValueError, "pass size="),
+    ("seed negative", dict(seed=-1), ValueError, "seed must be"),
+    ("seed a float", dict(seed=1.5), ValueError, "seed must be"),
+]
+
+
+@pytest.mark.parametrize("what, kw, error, words", LIB_CASES, ids=[c[0] for c in LIB_CASES])
+def test_library_battery(random_vgg16, what, kw, error, words):
+    kw = dict(kw)
+    content = kw.pop("content", torch.rand(1, 3, 32, 32))
+    style = kw.pop("style", torch.rand(1, 3, 32, 32))
+    with pytest.raises(error) as e:
+        stylize(content, style, extractor=random_vgg16, **{**SMALL, **kw})
+    assert words in str(e.value), str(e.value)

@@ -135,7 +135,7 @@ class StyleResult:
             "steps_done": self.steps_done,
             "stopped": self.stopped,
             "stop_reason": self.stop_reason.value if self.stop_reason else None,
-            "final_loss": float(self.loss[index]),
+            "final_loss": _finite_or_none(float(self.loss[index])),  # JSON has no NaN
             "batch_index": index,
         }
         if self.peak_memory_mib is not None:
@@ -650,6 +650,10 @@ def _upsample(image: torch.Tensor, hw: tuple[int, int], photo: torch.Tensor | No
         detail = resize(photo, hw) - F.interpolate(resize(photo, coarse_hw), size=hw, mode="bicubic", align_corners=False)
         x = x + detail.to(x.device)
     return x.clamp(0, 1)
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
 def _times(weight: Weight, factor: float) -> Weight:

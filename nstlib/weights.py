@@ -225,12 +225,18 @@ def _load_file(spec: WeightsSpec) -> LoadedWeights:
         raise WeightsUnavailableError(
             f"no weights file at {path} (from {spec.origin}).\n" + _download_help(spec.arch or "vgg19")
         )
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.pth"))[:3]
+        raise ValueError(
+            f"the weights setting from {spec.origin} names the folder {path}; name the weights file in it"
+            + (f" (e.g. {path / found[0]})" if found else "") + "."
+        )
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         # torch's own message advises weights_only=False: unsafe, and wrong for a non-torch file.
         raise ValueError(
-            f"{path} is not a PyTorch weights file that can be loaded safely ({type(e).__name__}). "
+            f"{path} (from {spec.origin}) is not a PyTorch weights file that can be loaded safely ({type(e).__name__}). "
             f"Expected a state dict saved with torch.save, loadable with weights_only=True."
         ) from None
     if isinstance(raw, Mapping) and "state_dict" in raw and isinstance(raw["state_dict"], Mapping):

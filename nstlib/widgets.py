@@ -343,8 +343,16 @@ class TuningPanel:
         """
         meta: Mapping[str, Any] = {}
         if isinstance(settings, (str, os.PathLike)):
-            meta = json.loads(Path(settings).with_suffix(".json").read_text(encoding="utf-8"))
+            path = Path(settings).with_suffix(".json")
+            try:
+                meta = json.loads(path.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise ValueError(f"{path} is not a settings file written by TuningPanel.save or StyleResult.save "
+                                 f"(it is not valid JSON: {e}).") from None
             settings = meta
+        if not isinstance(settings, Mapping):
+            raise ValueError(f"settings must be a dict (TuningPanel.settings()) or the JSON that Save writes, got "
+                             f"{type(settings).__name__}.")
         if "panel" in settings:
             meta, settings = settings, settings["panel"]
         s = dict(settings)

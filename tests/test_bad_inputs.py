@@ -385,3 +385,48 @@ def test_library_battery(random_vgg16, what, kw, error, words):
     with pytest.raises(error) as e:
         stylize(content, style, extractor=random_vgg16, **{**SMALL, **kw})
     assert words in str(e.value), str(e.value)
+
+
+# -- environment settings and saved settings ---------------------------------------------------------------
+
+@pytest.mark.parametrize("setting, words", [
+    ("bogus:thing", "bogus"),
+    ("{d}", "folder"),
+    ("caffe:{d}/nope.pth", "nope.pth"),
+])
+def test_bad_nstlib_weights_environment(files, tmp_path, capsys, monkeypatch, setting, words):
+    content, style = files
+    monkeypatch.setenv("NSTLIB_WEIGHTS", setting.format(d=tmp_path))
+    code = main(["stylize", str(content), str(style), "-o", str(tmp_path / "o.png"), "--size", "40", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1 and words in err and "NSTLIB_WEIGHTS" in err and "Traceback" not in err, err
+
+
+def test_bad_run_mode_environment(monkeypatch):
+    from nstlib import course
+
+    monkeypatch.setenv("NSTLIB_MODE", "turbo")
+    with pytest.raises(ValueError, match="NSTLIB_MODE must be one of smoke, cpu, gpu"):
+        course.mode(verbose=False)
+
+
+@pytest.mark.parametrize("text, words", [("{not json", "not valid JSON"), ("[1, 2]", "must be a dict"),
+                                         ('{"colour": "red"}', "unknown settings")])
+def test_bad_saved_settings(tmp_path, text, words):
+    from nstlib.widgets import TuningPanel
+
+    path = tmp_path / "run.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=words):
+        TuningPanel(weights="random:vgg16:0").from_settings(path)
+
+
+def test_a_result_without_a_finite_loss_saves_valid_json(tmp_path):
+    import math
+
+    from nstlib.stylize import StyleResult
+
+    r = StyleResult(image=torch.rand(1, 3, 8, 8), history={"total": np.zeros((0, 1))}, settings={}, wall_time=0.0, steps_done=0)
+    assert math.isnan(float(r.loss[0]))
+    meta = json.loads(r.save(tmp_path / "r.png").with_suffix(".json").read_text())  # strict JSON: no NaN
+    assert meta["final_loss"] is None

@@ -284,6 +284,8 @@ def stylize(
         net.check_input_size(*first.style_hw, list(s_layers), what=f"the style image{where}")
     batch = _batch_size([as_batch_weight(w, "weight") for w in (weights.content, weights.style, *c_layers.values(), *s_layers.values())])
     needed = check_memory(net, dev, out_hw, [*c_layers, *s_layers], batch, prec.name, optimizer)
+    if s_layers:  # the style image is upsampled and run through the network too
+        check_memory(net, dev, style_hw, list(s_layers), 1, prec.name, "adam", what="style image", option="style_size")
     content_img = resize(content_raw, out_hw) if content_raw is not None else None
     style_img = resize(style_raw, style_hw) if style_raw is not None else None
 
@@ -620,17 +622,18 @@ def _warn_if_slow(out_hw: tuple[int, int], dev: torch.device) -> None:
 
 
 def check_memory(net: VGGFeatures, device: torch.device, hw: tuple[int, int], layers: Sequence[str], batch: int,
-                 precision: str, optimizer: str) -> int:
+                 precision: str, optimizer: str, what: str = "output", option: str = "size") -> int:
     """Bytes a run at (H, W) needs (`nstlib.memory`); MemoryError if that is more than 90 % of what is free."""
     needed = estimate_bytes(net, hw, layers, batch=batch, precision=precision, optimizer=optimizer)
     free = free_bytes(device)
     if free is not None and needed > 0.9 * free:
         side = largest_fitting_side(net, hw, layers, int(0.9 * free), batch=batch, precision=precision, optimizer=optimizer)
         where = "the GPU" if device.type == "cuda" else "this machine"
-        fix = (f"use size={side} or smaller (--size {side})" if side >= 16 else
+        flag = "--" + option.replace("_", "-")
+        fix = (f"use {option}={side} or smaller ({flag} {side})" if side >= 16 else
                "close other programs, or use fewer or shallower layers")
         raise MemoryError(
-            f"a {hw[0]}x{hw[1]} output{f' (batch of {batch})' if batch > 1 else ''} needs about {human(needed)} "
+            f"a {hw[0]}x{hw[1]} {what}{f' (batch of {batch})' if batch > 1 else ''} needs about {human(needed)} "
             f"(the network's activations up to its deepest layer and the optimizer's state), but {where} has "
             f"{human(free)} free. The largest size that fits is about {side} px: {fix}."
         )

@@ -430,3 +430,10 @@ def test_a_result_without_a_finite_loss_saves_valid_json(tmp_path):
     assert math.isnan(float(r.loss[0]))
     meta = json.loads(r.save(tmp_path / "r.png").with_suffix(".json").read_text())  # strict JSON: no NaN
     assert meta["final_loss"] is None
+
+
+def test_cli_refuses_a_huge_style_size_in_one_line(files, tmp_path, capsys):
+    content, style = files
+    code, err = cli_error(capsys, ["stylize", str(content), str(style), "-o", str(tmp_path / "o.png"),
+                                   "--size", "40", "--style-size", "100000", "--no-progress", *WEIGHTS])
+    assert code == 1 and "style image needs about" in err and "--style-size" in err

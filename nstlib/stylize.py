@@ -49,7 +49,7 @@ from nstlib.precision import Precision, extract, resolve_precision
 from nstlib.vgg import GATYS_CONTENT_LAYERS, GATYS_STYLE_LAYERS, VGGFeatures, load_vgg, preset_name, style_layer_preset
 
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.02}
-LBFGS_LOSS_SCALE = 1e3  # L-BFGS sees the loss scaled to this value at the start of each scale (see _Scale)
+LBFGS_LOSS_SCALE = 1e3  # L-BFGS sees the loss scaled to this value at the start of each scale (see _Loop.run_scale)
 OPTIMIZERS = ("lbfgs", "adam")
 
 
@@ -278,7 +278,6 @@ def stylize(
     plan = plan_scales(out_hw, scales, steps, style_hw)
     first = plan[0]
     where = f" at the first scale ({first.hw[0]}x{first.hw[1]})" if len(plan) > 1 else ""
-    net.check_layers([*c_layers, *s_layers])
     net.check_input_size(*first.hw, [*c_layers, *s_layers], what=f"the output image{where}")
     if s_layers:
         net.check_input_size(*first.style_hw, list(s_layers), what=f"the style image{where}")

@@ -178,10 +178,7 @@ class VGGFeatures(nn.Module):
 
     def check_input_size(self, height: int, width: int, layers: Iterable[str], what: str = "the image") -> None:
         """ValueError if an input of (height, width) is too small for the deepest of `layers`."""
-        layers = tuple(layers)
-        if not layers:
-            return
-        need, layer = self.min_input_size(layers)
+        need, layer = self.min_input_size(layers)  # (1, "") for no layers: any size will do
         if min(height, width) < need:
             raise ValueError(
                 f"{what} is {height}x{width} px, too small for layer {layer}: its feature map is 1/{need} "

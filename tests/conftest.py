@@ -118,3 +118,13 @@ def make_image_file(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return make
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> tuple[Path, Path]:
+    """A 40x32 content image and a 36x36 style image of seeded noise, as PNG files."""
+    rng = np.random.default_rng(0)
+    content, style = tmp_path / "content.png", tmp_path / "style.png"
+    Image.fromarray(rng.integers(0, 256, (32, 40, 3), dtype=np.uint8)).save(content)
+    Image.fromarray(rng.integers(0, 256, (36, 36, 3), dtype=np.uint8)).save(style)
+    return content, style

@@ -4,7 +4,6 @@ handled correctly. Library and command line, random weights, tiny images."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,15 +22,6 @@ FAST = ["--size", "40", "--steps", "2", "--no-progress", *WEIGHTS]
 SMALL = dict(content_layers=["relu3_1"], style_layers=["relu1_1", "relu2_1"], steps=2, progress=False, precision="float32")
 
 
-@pytest.fixture
-def files(tmp_path: Path) -> tuple[Path, Path]:
-    rng = np.random.default_rng(0)
-    content, style = tmp_path / "photo.png", tmp_path / "painting.png"
-    Image.fromarray(rng.integers(0, 256, (32, 40, 3), dtype=np.uint8)).save(content)
-    Image.fromarray(rng.integers(0, 256, (36, 36, 3), dtype=np.uint8)).save(style)
-    return content, style
-
-
 def cli_error(capsys, argv) -> tuple[int, str]:
     code = main(argv)
     err = capsys.readouterr().err.strip()
@@ -42,9 +32,9 @@ def cli_error(capsys, argv) -> tuple[int, str]:
 # -- the start image at exactly the output size --------------------------------------------------
 
 @pytest.mark.parametrize("init", ["content", "style", "path"])
-def test_init_at_the_output_size_runs(files, tmp_path, init, capsys):
+def test_init_at_the_output_size_runs(images, tmp_path, init, capsys):
     """A photo already at the output size used to reach L-BFGS as a strided view and crash."""
-    content, style = files
+    content, style = images
     value = str(content) if init == "path" else init
     out = tmp_path / "o.png"
     assert main(["stylize", str(content), str(style), "-o", str(out), "--steps", "2", "--no-progress", *WEIGHTS,
@@ -52,8 +42,8 @@ def test_init_at_the_output_size_runs(files, tmp_path, init, capsys):
     assert json.loads(out.with_suffix(".json").read_text())["steps_done"] == 2
 
 
-def test_init_content_without_size_runs(files, random_vgg16):
-    content, style = files
+def test_init_content_without_size_runs(images, random_vgg16):
+    content, style = images
     r = stylize(str(content), str(style), init="content", extractor=random_vgg16, **SMALL)
     assert r.steps_done == 2 and r.image.shape == (1, 3, 32, 40)
 
@@ -61,8 +51,8 @@ def test_init_content_without_size_runs(files, random_vgg16):
 # -- the output must not destroy an input ------------------------------------------------------------
 
 @pytest.mark.parametrize("which", ["content", "style", "init"])
-def test_output_naming_an_input_is_refused(files, tmp_path, capsys, which):
-    content, style = files
+def test_output_naming_an_input_is_refused(images, tmp_path, capsys, which):
+    content, style = images
     target = {"content": content, "style": style, "init": content}[which]
     before = target.read_bytes()
     extra = ["--init", str(content)] if which == "init" else []
@@ -71,10 +61,10 @@ def test_output_naming_an_input_is_refused(files, tmp_path, capsys, which):
     assert target.read_bytes() == before
 
 
-def test_output_naming_an_input_through_another_path_is_refused(files, tmp_path, capsys, monkeypatch):
-    content, style = files
+def test_output_naming_an_input_through_another_path_is_refused(images, tmp_path, capsys, monkeypatch):
+    content, style = images
     monkeypatch.chdir(tmp_path)
-    code, err = cli_error(capsys, ["stylize", str(content), str(style), "-o", "./photo.png", *FAST])
+    code, err = cli_error(capsys, ["stylize", str(content), str(style), "-o", "./content.png", *FAST])
     assert code == 2 and "CONTENT image itself" in err
 
 
@@ -103,20 +93,20 @@ def test_non_finite_start_loss_is_an_error(random_vgg16, monkeypatch):
 
 # -- no layers left --------------------------------------------------------------------------------------
 
-def test_empty_style_layers_drop_the_style_term(files, random_vgg16):
-    content, style = files
+def test_empty_style_layers_drop_the_style_term(images, random_vgg16):
+    content, style = images
     r = stylize(str(content), str(style), extractor=random_vgg16, **{**SMALL, "style_layers": ()})
     assert set(r.history) == {"total", "content:relu3_1"}
 
 
-def test_tv_only_runs(files, random_vgg16):
-    content, style = files
+def test_tv_only_runs(images, random_vgg16):
+    content, style = images
     r = stylize(str(content), str(style), extractor=random_vgg16, alpha=0, beta=0, tv_weight=1.0, **SMALL)
     assert set(r.history) == {"total", "tv"} and r.history["total"][-1, 0] < r.history["total"][0, 0]
 
 
-def test_cli_empty_style_layers_and_tv_only(files, tmp_path, capsys):
-    content, style = files
+def test_cli_empty_style_layers_and_tv_only(images, tmp_path, capsys):
+    content, style = images
     assert main(["stylize", str(content), str(style), "-o", str(tmp_path / "a.png"), *FAST, "--style-layers", ""]) == 0
     assert main(["stylize", str(content), str(style), "-o", str(tmp_path / "b.png"), *FAST,
                  "--alpha", "0", "--beta", "0", "--tv-weight", "1"]) == 0
@@ -159,8 +149,8 @@ def test_urls_say_they_are_not_read(url, capsys, tmp_path):
 # -- options ---------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("seed", [2**64, 2**63, -1])
-def test_seed_out_of_range(files, tmp_path, capsys, random_vgg16, seed):
-    content, style = files
+def test_seed_out_of_range(images, tmp_path, capsys, random_vgg16, seed):
+    content, style = images
     code, err = cli_error(capsys, ["stylize", str(content), str(style), "-o", str(tmp_path / "o.png"), *FAST, "--seed", str(seed)])
     assert code == 2 and "--seed must be from 0 to 2**63 - 1" in err
     with pytest.raises(ValueError, match="seed must be"):
@@ -230,8 +220,8 @@ def test_the_largest_fitting_size_fits(random_vgg16):
     assert estimate_bytes(random_vgg16, (round(3000 * (side + 8) / 4000), side + 8), layers) > budget
 
 
-def test_cli_refuses_a_huge_size_in_one_line(files, tmp_path, capsys):
-    content, style = files
+def test_cli_refuses_a_huge_size_in_one_line(images, tmp_path, capsys):
+    content, style = images
     code, err = cli_error(capsys, ["stylize", str(content), str(style), "-o", str(tmp_path / "o.png"),
                                    "--size", "100000", "--no-progress", *WEIGHTS])
     assert code == 1 and "The largest size that fits is about" in err and "--size" in err
@@ -327,20 +317,20 @@ CLI_CASES = [
 
 
 @pytest.fixture
-def scratch(tmp_path, files):
+def scratch(tmp_path, images):
     d = tmp_path / "scratch"
     d.mkdir()
     (d / "empty.png").write_bytes(b"")
     (d / "text.png").write_text("not a picture")
-    (d / "truncated.png").write_bytes(files[0].read_bytes()[:200])
+    (d / "truncated.png").write_bytes(images[0].read_bytes()[:200])
     (d / "sub.png").mkdir()
     Image.fromarray(np.zeros((2, 400, 3), np.uint8)).save(d / "sliver.png")
     return d
 
 
 @pytest.mark.parametrize("what, argv, code, words", CLI_CASES, ids=[c[0] for c in CLI_CASES])
-def test_cli_battery(files, scratch, tmp_path, capsys, what, argv, code, words):
-    content, style = files
+def test_cli_battery(images, scratch, tmp_path, capsys, what, argv, code, words):
+    content, style = images
     fill = lambda a: a.format(c=content, s=style, d=scratch, o=tmp_path / "o.png")  # noqa: E731
     args = [fill(a) for a in argv]
     own_images = bool(argv) and not argv[0].startswith("-")
@@ -394,8 +384,8 @@ def test_library_battery(random_vgg16, what, kw, error, words):
     ("{d}", "folder"),
     ("caffe:{d}/nope.pth", "nope.pth"),
 ])
-def test_bad_nstlib_weights_environment(files, tmp_path, capsys, monkeypatch, setting, words):
-    content, style = files
+def test_bad_nstlib_weights_environment(images, tmp_path, capsys, monkeypatch, setting, words):
+    content, style = images
     monkeypatch.setenv("NSTLIB_WEIGHTS", setting.format(d=tmp_path))
     code = main(["stylize", str(content), str(style), "-o", str(tmp_path / "o.png"), "--size", "40", "--no-progress"])
     err = capsys.readouterr().err
@@ -432,8 +422,8 @@ def test_a_result_without_a_finite_loss_saves_valid_json(tmp_path):
     assert meta["final_loss"] is None
 
 
-def test_cli_refuses_a_huge_style_size_in_one_line(files, tmp_path, capsys):
-    content, style = files
+def test_cli_refuses_a_huge_style_size_in_one_line(images, tmp_path, capsys):
+    content, style = images
     code, err = cli_error(capsys, ["stylize", str(content), str(style), "-o", str(tmp_path / "o.png"),
                                    "--size", "40", "--style-size", "100000", "--no-progress", *WEIGHTS])
     assert code == 1 and "style image needs about" in err and "--style-size" in err

@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -18,16 +17,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny images run 
 
 WEIGHTS = ["--weights", "random:vgg16:0"]
 FAST = ["--size", "40", "--steps", "3", "--no-progress", *WEIGHTS]
-
-
-@pytest.fixture
-def images(tmp_path: Path) -> tuple[Path, Path]:
-    """A 40x32 content image and a 36x36 style image, as PNG files."""
-    rng = np.random.default_rng(0)
-    content, style = tmp_path / "content.png", tmp_path / "style.png"
-    Image.fromarray(rng.integers(0, 256, (32, 40, 3), dtype=np.uint8)).save(content)
-    Image.fromarray(rng.integers(0, 256, (36, 36, 3), dtype=np.uint8)).save(style)
-    return content, style
 
 
 def run_error(capsys, argv: list[str]) -> tuple[int, str]:

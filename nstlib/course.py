@@ -13,6 +13,16 @@ A notebook asks `mode()` once and takes every image size and step count from it:
 - "gpu": a lecture on a CUDA or Apple GPU: the paper's sizes and step counts.
 
 ``NSTLIB_MODE=smoke|cpu|gpu`` forces a mode (e.g. to rehearse the CPU lecture on a GPU machine).
+
+A sentence in a notebook about a result is a claim, and the cell below its figure checks it:
+
+    run.check("every reconstruction converged", holds=bool(last_change < 0.01),
+              measured=f"last 10% of the steps changed the loss by {last_change:.2%}")
+
+prints the claim, what was measured and ``True``/``False``. nbval compares that cell (it is
+marked ``# NBVAL_CHECK_OUTPUT``; ``notebooks/sanitize.cfg`` blanks the measured numbers, which
+vary from machine to machine), so a claim that the run does not show fails the lecture run. In
+smoke mode the pictures mean nothing: the verdict line says the claim was not checked.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ import os
 from dataclasses import dataclass
 from typing import TypeVar
 
+import numpy as np
 import torch
 
 from nstlib.devices import describe_device, pick_device
@@ -44,6 +55,24 @@ class RunMode:
     @property
     def smoke(self) -> bool:
         return self.name == "smoke"
+
+    def check(self, claim: str, holds: bool, measured: str) -> bool:
+        """Print a notebook's claim about a result, what this run measured, and whether it holds.
+
+        claim: the sentence, as the notebook says it; holds: the measure against its threshold;
+        measured: the numbers behind the verdict. Returns `holds` (True in smoke mode, where the
+        pictures are not meaningful and the claim is not checked).
+        """
+        if not isinstance(holds, (bool, np.bool_)):
+            raise TypeError(f"holds must be a bool (a measure compared with a threshold), got {type(holds).__name__} "
+                            f"{holds!r:.40}; write e.g. holds=bool(x < 0.1).")
+        print(f"Claim: {claim}")
+        print(f"Measured: {' '.join(measured.split())}")
+        if self.smoke:
+            print("Holds: not checked in smoke mode (tiny images, pictures not meaningful)")
+            return True
+        print(f"Holds: {bool(holds)}")
+        return bool(holds)
 
     def __str__(self) -> str:
         return f"mode: {self.name} ({self.reason}); device: {describe_device(self.device)}"

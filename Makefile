@@ -1,6 +1,15 @@
 # Two commands on a fresh machine:  make lab   (install what is missing, open the course)
 #                                   make test  (install what is missing, run every test)
 # Both make .venv/ once and reuse it; it is rebuilt when pyproject.toml or the constraints change.
+#
+# `make test` = `make lectures`, then `make unit`: both run even when the first fails, and make
+# fails if either does.
+#   make lectures  every notebook in cpu mode under nbval (the real lecture sizes, 6-15 min on 2
+#                  cores); the same run writes the executed lectures as HTML, with an index:
+#                  build/lectures/index.html (LECTURES_DIR)
+#   make unit      the fast part: library tests, the notebooks in smoke mode; the browser test of
+#                  the lecture HTML only runs with NSTLIB_LECTURES_DIR set (make test sets it)
+# Also: make bench (timings), make browser (install headless Chromium), make clean-venv.
 
 PYTHON      ?= python3
 VENV        ?= .venv
@@ -18,7 +27,24 @@ endif
 # The paper's images for tests and CI runs (never copied into the repo).
 SHARED_IMAGES ?= $(abspath ../shared/images)
 
-.PHONY: lab test bench browser clean-venv
+# Where `make lectures` writes <notebook>.html, <notebook>.ipynb (with outputs) and index.html.
+LECTURES_DIR ?= build/lectures
+# Which notebooks `make lectures` runs (e.g. LECTURE_NOTEBOOKS=notebooks/01_setup_and_tour.ipynb).
+LECTURE_NOTEBOOKS ?= notebooks
+# nbval's limit for one cell of the cpu lecture run, in seconds (pytest-timeout's is 2 min above).
+LECTURE_CELL_TIMEOUT ?= 900
+
+NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg
+# The fast part: unit tests, and the notebooks in smoke mode (tiny sizes, no figures drawn).
+UNIT_RUN = NSTLIB_WEIGHTS='$(TEST_WEIGHTS)' NSTLIB_IMAGE_DIR='$(SHARED_IMAGES)' NSTLIB_SMOKE=1 MPLBACKEND=Agg \
+	$(PY) -m pytest tests notebooks $(NBVAL) --durations=15
+# The lectures in cpu mode. MPLBACKEND is unset so that the kernels draw inline: the figures
+# become image/png outputs, which tests/lectures_html.py (--lectures-html) writes into the pages.
+LECTURES_RUN = env -u MPLBACKEND NSTLIB_MODE=cpu NSTLIB_WEIGHTS='$(TEST_WEIGHTS)' NSTLIB_IMAGE_DIR='$(SHARED_IMAGES)' \
+	$(PY) -m pytest $(LECTURE_NOTEBOOKS) $(NBVAL) --nbval-cell-timeout=$(LECTURE_CELL_TIMEOUT) \
+	--timeout=$$(( $(LECTURE_CELL_TIMEOUT) + 120 )) --lectures-html '$(LECTURES_DIR)' --durations=15
+
+.PHONY: lab test unit lectures bench browser clean-venv
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -34,13 +60,23 @@ lab: $(STAMP)
 browser:
 	bash .ci/install-browser.sh
 
-# Every test: library unit tests, pretrained-weight tests (skipped with a reason when the
-# weights are absent), the widget panel in a real browser, and the notebooks under nbval in
-# smoke mode.
+# Every test: the lectures in cpu mode (every checked claim must hold) written as HTML, then
+# library unit tests, pretrained-weight tests (skipped with a reason when the weights are
+# absent), the widget panel and the lecture HTML in a real browser, and the notebooks under
+# nbval in smoke mode. Both runs always run; make fails if either fails.
 test: $(STAMP) browser
-	NSTLIB_WEIGHTS='$(TEST_WEIGHTS)' NSTLIB_IMAGE_DIR='$(SHARED_IMAGES)' NSTLIB_SMOKE=1 MPLBACKEND=Agg \
-	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env \
-	    --nbval-sanitize-with notebooks/sanitize.cfg --durations=15
+	status=0; \
+	$(LECTURES_RUN) || status=1; \
+	NSTLIB_LECTURES_DIR='$(abspath $(LECTURES_DIR))' $(UNIT_RUN) || status=1; \
+	exit $$status
+
+# The fast part of `make test` (what it ran before the lecture run was added).
+unit: $(STAMP) browser
+	$(UNIT_RUN)
+
+# Every notebook in cpu mode under nbval, once; the executed lectures go to $(LECTURES_DIR).
+lectures: $(STAMP)
+	$(LECTURES_RUN)
 
 bench: $(STAMP)
 	NSTLIB_WEIGHTS='$(TEST_WEIGHTS)' NSTLIB_IMAGE_DIR='$(SHARED_IMAGES)' $(PY) -m nstlib.bench

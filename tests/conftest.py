@@ -7,6 +7,7 @@ weights ("random:vgg16:0"), which is enough to test shapes, formulas and the opt
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 from typing import Any, Callable
 
@@ -15,6 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
+from browser_tools import INSTALL, find_chromium
 from nstlib import weights as W
 from nstlib.vgg import VGGFeatures, load_vgg
 
@@ -128,3 +130,16 @@ def images(tmp_path: Path) -> tuple[Path, Path]:
     Image.fromarray(rng.integers(0, 256, (32, 40, 3), dtype=np.uint8)).save(content)
     Image.fromarray(rng.integers(0, 256, (36, 36, 3), dtype=np.uint8)).save(style)
     return content, style
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    """Path of Chromium, installed by .ci/install-browser.sh if missing; skip with its reason if it cannot be."""
+    path = find_chromium()
+    if path is None:
+        # The install script exits 0 with a one-line reason when it cannot install.
+        out = subprocess.run(["bash", str(INSTALL)], capture_output=True, text=True, timeout=1200)
+        path = find_chromium()
+        if path is None:
+            pytest.skip(f"no Chromium for the browser test: {(out.stdout + out.stderr).strip()}")
+    return path

@@ -22,16 +22,12 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from browser_tools import ARTIFACTS, CHROMIUM_FLAGS, ROOT  # the `chromium` fixture is in conftest.py
+
 NOTEBOOK = ROOT / "notebooks" / "06_interactive_tuning.ipynb"
-ARTIFACTS = ROOT / "test-artifacts"
-INSTALL = ROOT / ".ci" / "install-browser.sh"
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"]
 
 pytestmark = pytest.mark.timeout(360)
 
@@ -63,25 +59,6 @@ ALL_RAN_JS = """() => {
     const cells = nb.content.widgets.filter(c => c.model.type === 'code');
     return k.status === 'idle' && cells.every(c => c.model.executionCount !== null);
 }"""
-
-
-def find_chromium() -> str | None:
-    for name in (os.environ.get("NSTLIB_CHROMIUM", ""), "chromium", "chromium-browser", "google-chrome-stable", "google-chrome"):
-        if name and (path := shutil.which(name)):
-            return path
-    return None
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    path = find_chromium()
-    if path is None:
-        # The install script exits 0 with a one-line reason when it cannot install.
-        out = subprocess.run(["bash", str(INSTALL)], capture_output=True, text=True, timeout=1200)
-        path = find_chromium()
-        if path is None:
-            pytest.skip(f"no Chromium for the browser test: {(out.stdout + out.stderr).strip()}")
-    return path
 
 
 def free_port() -> int:

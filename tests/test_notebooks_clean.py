@@ -1,5 +1,6 @@
 """Committed notebooks carry no bulky outputs and no execution counts (see notebook_tools.py)."""
 
+import re
 from pathlib import Path
 
 import nbformat
@@ -23,12 +24,18 @@ def test_notebook_is_clean(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_opens_with_goals_and_ends_with_exercises(path):
+def test_notebook_opens_with_goals_and_ends_with_exercises_and_references(path):
     nb = nbformat.read(path, as_version=4)
-    first, last = nb.cells[0].source, nb.cells[-1].source
+    first, exercises, references = nb.cells[0].source, nb.cells[-2].source, nb.cells[-1].source
     for word in ("What you will do", "What you will learn", "What you need"):
         assert word in first, f"{path.name}: the first cell should say '{word}'"
-    assert "Exercises" in last, f"{path.name}: the last cell should hold the exercises"
+    assert exercises.startswith("## Exercises"), f"{path.name}: the cell before the references should hold the exercises"
+    assert references.startswith("## References"), f"{path.name}: the last cell should list the references"
+    # every reference says where to find it: a DOI, an arXiv id or a link
+    items = [line for line in references.splitlines() if line.startswith("- ")]
+    assert items, f"{path.name}: the references cell lists no reference"
+    for item in references.split("\n- ")[1:]:
+        assert re.search(r"doi\.org|doi:|arXiv:|arxiv\.org|https?://", item), f"{path.name}: no DOI, arXiv id or link in {item[:80]!r}"
 
 
 def test_problems_catches_outputs():

@@ -2,13 +2,13 @@
 #                                   make test  (install what is missing, run every test)
 # Both make .venv/ once and reuse it; it is rebuilt when pyproject.toml or the constraints change.
 #
-# `make test` = `make lectures`, then `make unit`: both run even when the first fails, and make
-# fails if either does.
-#   make lectures  every notebook in cpu mode under nbval (the real lecture sizes, 6-15 min on 2
-#                  cores); the same run writes the executed lectures as HTML, with an index:
+# `make test` = `make unit` (below). `make test-all` = `make lectures`, then `make unit`: both run
+# even when the first fails, and make fails if either does.
+#   make lectures  every notebook in cpu mode under nbval (the real lecture sizes; total time on 2
+#                  cores not measured yet); the same run writes the executed lectures as HTML, with an index:
 #                  build/lectures/index.html (LECTURES_DIR)
 #   make unit      the fast part: library tests, the notebooks in smoke mode; the browser test of
-#                  the lecture HTML only runs with NSTLIB_LECTURES_DIR set (make test sets it)
+#                  the lecture HTML only runs with NSTLIB_LECTURES_DIR set (make test-all sets it)
 # Also: make bench (timings), make browser (install headless Chromium), make clean-venv.
 
 PYTHON      ?= python3
@@ -44,7 +44,7 @@ LECTURES_RUN = env -u MPLBACKEND NSTLIB_MODE=cpu NSTLIB_WEIGHTS='$(TEST_WEIGHTS)
 	$(PY) -m pytest $(LECTURE_NOTEBOOKS) $(NBVAL) --nbval-cell-timeout=$(LECTURE_CELL_TIMEOUT) \
 	--timeout=$$(( $(LECTURE_CELL_TIMEOUT) + 120 )) --lectures-html '$(LECTURES_DIR)' --durations=15
 
-.PHONY: lab test unit lectures bench browser clean-venv
+.PHONY: lab test test-all unit lectures bench browser clean-venv
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -60,11 +60,16 @@ lab: $(STAMP)
 browser:
 	bash .ci/install-browser.sh
 
-# Every test: the lectures in cpu mode (every checked claim must hold) written as HTML, then
-# library unit tests, pretrained-weight tests (skipped with a reason when the weights are
-# absent), the widget panel and the lecture HTML in a real browser, and the notebooks under
-# nbval in smoke mode. Both runs always run; make fails if either fails.
+# Every test CI runs: library unit tests, pretrained-weight tests (skipped with a reason when the
+# weights are absent), the widget panel in a real browser, and the notebooks under nbval in
+# smoke mode.
 test: $(STAMP) browser
+	$(UNIT_RUN)
+
+# The lectures in cpu mode, then the unit tests with the browser test of the lecture HTML.
+# Not yet part of `make test` (issue 11): the claims of notebooks 3-5 have not all been checked
+# in a complete cpu run, and the run's total time on 2 cores is not measured yet.
+test-all: $(STAMP) browser
 	status=0; \
 	$(LECTURES_RUN) || status=1; \
 	NSTLIB_LECTURES_DIR='$(abspath $(LECTURES_DIR))' $(UNIT_RUN) || status=1; \

@@ -188,6 +188,7 @@ def stylize(
     lambda_os: Weight | None = None,
     tv_weight: float = 0.0,
     init: str | ImageLike = "noise",
+    noise_level: float = 1.0,
     seed: int = 0,
     optimizer: str = "lbfgs",
     steps: int | Sequence[int] = 300,
@@ -221,6 +222,11 @@ def stylize(
         step size across the batch, so a batched L-BFGS run is a joint optimization, close to
         but not the same as separate runs.
     init: "noise" (seeded white noise), "content", "style", or an image.
+    noise_level: amplitude of the "noise" start around mid-grey: pixels uniform in
+        0.5 +- noise_level / 2 (1: uniform in [0, 1]). The optimizer removes only what the loss
+        sees, so the part of the noise a layer is blind to (fine, high-frequency patterns for
+        deep layers) stays in the result: 0.02 gives a nearly flat start whose noise only
+        breaks the symmetry, and cleaner content reconstructions (notebook 2).
     optimizer: "lbfgs" or "adam"; lr: None for the default.
     steps: steps per scale (see the module docstring), or one number per scale.
     scales: None for one scale (the output size), or the longest sides to run at, increasing,
@@ -243,6 +249,9 @@ def stylize(
     lr = DEFAULT_LR[optimizer] if lr is None else float(lr)
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr}.")
+    if isinstance(noise_level, bool) or not isinstance(noise_level, (int, float)) or not 0 < noise_level <= 1:
+        raise ValueError(f"noise_level must be a number in (0, 1] (the amplitude of the noise start around mid-grey), "
+                         f"got {noise_level!r}.")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
         raise ValueError(f"seed must be a whole number from 0 to 2**63 - 1, got {seed!r}.")
     if extractor is not None and not isinstance(extractor, VGGFeatures):
@@ -294,7 +303,8 @@ def stylize(
         alpha=weights.content if weights.variant == "gatys" else None,
         beta=weights.style if weights.variant == "gatys" else None,
         lambda_os=weights.content if weights.variant == "normalized" else None,
-        tv_weight=tv_weight, init=init if isinstance(init, str) else _describe_source(init), seed=seed,
+        tv_weight=tv_weight, init=init if isinstance(init, str) else _describe_source(init),
+        noise_level=float(noise_level) if isinstance(init, str) and init == "noise" else None, seed=seed,
         optimizer=optimizer, steps=steps if isinstance(steps, int) else list(steps),
         scales=[max(p.hw) for p in plan] if len(plan) > 1 else None, precision=prec.name,
         precision_reason=prec.reason, lr=lr, device=str(dev), pooling=net.pooling, arch=net.arch,
@@ -327,7 +337,8 @@ def stylize(
         for k, sc in enumerate(plan):
             objective = objective_at(k)
             if best is None:
-                x = _initial_image(init, resize(content_img, sc.hw) if content_img is not None else None, style_img, sc.hw, batch, seed)
+                x = _initial_image(init, resize(content_img, sc.hw) if content_img is not None else None, style_img, sc.hw, batch,
+                                   seed, noise_level)
             else:
                 x = _upsample(best.image, sc.hw, content_img if init == "content" else None, plan[k - 1].hw)
             x = x.to(dev).contiguous().requires_grad_(True)
@@ -594,11 +605,13 @@ def _batch_size(weights: list[torch.Tensor]) -> int:
     return sizes.pop() if sizes else 1
 
 
-def _initial_image(init, content, style, out_hw, batch, seed) -> torch.Tensor:
+def _initial_image(init, content, style, out_hw, batch, seed, noise_level: float = 1.0) -> torch.Tensor:
     if isinstance(init, str):
         if init == "noise":
             g = torch.Generator().manual_seed(seed)
-            return torch.rand(batch, 3, *out_hw, generator=g)
+            noise = torch.rand(batch, 3, *out_hw, generator=g)
+            # noise_level 1 keeps the historical start (and its seeds' images) bit for bit
+            return noise if noise_level == 1 else 0.5 + noise_level * (noise - 0.5)
         if init == "content":
             if content is None:
                 raise ValueError("init='content' needs a content image.")

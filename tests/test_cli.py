@@ -48,6 +48,15 @@ def test_stylize_writes_png_and_settings(images, tmp_path, capsys):
     assert s["content"] == str(content)
 
 
+def test_noise_level(images, tmp_path, capsys):
+    content, style = images
+    out = tmp_path / "faint.png"
+    code = main(["stylize", str(content), str(style), "-o", str(out), *FAST, "--init", "noise", "--noise-level", "0.02"])
+    assert code == 0, capsys.readouterr().err
+    s = json.loads(out.with_suffix(".json").read_text())["settings"]
+    assert s["init"] == "noise" and s["noise_level"] == pytest.approx(0.02)
+
+
 def test_normalized_with_lambda_os_and_layer_weights(images, tmp_path, capsys):
     content, style = images
     out = tmp_path / "norm.png"
@@ -69,6 +78,8 @@ def test_normalized_with_lambda_os_and_layer_weights(images, tmp_path, capsys):
         (["--lambda-os", "0.1"], 2, "--variant normalized"),
         (["--style-layers", "relu1_1=1,relu2_1"], 2, "every layer or to none"),
         (["--steps", "many"], 2, "whole number"),
+        (["--noise-level", "0"], 2, "in (0, 1]"),
+        (["--noise-level", "faint"], 2, "in (0, 1]"),
         (["--style-layers", "relu1_1,relu9_9"], 1, "relu9_9"),
         (["--content-layers", "relu3_4"], 1, "Block 3 of vgg16 has 3"),  # relu3_4 exists in VGG-19 only
         (["--size", "12"], 1, "too small"),

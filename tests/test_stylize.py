@@ -148,6 +148,21 @@ def test_init_noise_is_seeded(run):
     assert torch.equal(start.image, torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(3)))
 
 
+def test_noise_level_scales_the_start_around_grey(run):
+    full = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    start = run(seed=3, steps=0, noise_level=0.02, **FAST)
+    assert torch.allclose(start.image, 0.5 + 0.02 * (full - 0.5))
+    assert start.image.min() >= 0.49 and start.image.max() <= 0.51
+    assert start.settings["noise_level"] == 0.02
+    assert run(seed=3, steps=0, init="content", **FAST).settings["noise_level"] is None  # not used: not recorded
+
+
+@pytest.mark.parametrize("level", [0, -0.1, 1.5, float("nan"), True, "0.1"])
+def test_noise_level_out_of_range(run, level):
+    with pytest.raises(ValueError, match=r"noise_level must be a number in \(0, 1\]"):
+        run(steps=0, noise_level=level, **FAST)
+
+
 def test_style_image_of_another_size(run):
     style = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
     r = run(style=style, steps=1)

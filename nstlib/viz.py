@@ -102,10 +102,13 @@ def show_images(
     col_labels = _labels(col_labels, "col_labels")
     nrows, ncols = _grid(n, ncols, row_labels, col_labels)
 
-    aspect = float(np.clip(max(a.shape[0] / a.shape[1] for a in arrays), 0.25, 4.0))
+    # Each row as tall as its tallest image: a landscape row beside a portrait row leaves no gap.
+    aspects = [a.shape[0] / a.shape[1] for a in arrays]
+    row_aspect = [float(np.clip(max(aspects[r * ncols:(r + 1) * ncols], default=1.0), 0.25, 4.0)) for r in range(nrows)]
     extra = 0.35 * (titles is not None and any(t for t in titles)) + 0.3 * bool(col_labels)
-    fig = _new_figure((ncols * size + 0.4 * bool(row_labels), nrows * (size * aspect + extra) + 0.4 * bool(suptitle)))
-    axes = fig.subplots(nrows, ncols, squeeze=False)
+    heights = [size * a + extra for a in row_aspect]
+    fig = _new_figure((ncols * size + 0.4 * bool(row_labels), sum(heights) + 0.4 * bool(suptitle)))
+    axes = fig.subplots(nrows, ncols, squeeze=False, gridspec_kw={"height_ratios": heights})
     for i, ax in enumerate(axes.flat):
         ax.set_xticks([])
         ax.set_yticks([])

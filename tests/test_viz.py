@@ -309,3 +309,14 @@ def test_figures_display_in_notebooks_once_without_pyplot():
     png = fig._repr_png_()
     assert png.startswith(b"\x89PNG")
     assert plt.get_fignums() == []  # not registered with pyplot: the inline backend will not show it again
+
+
+def test_show_images_rows_take_their_own_height():
+    # A landscape row above a portrait row: no empty band between them (each row as tall as its images).
+    land, port = torch.rand(1, 3, 60, 90), torch.rand(1, 3, 100, 70)
+    fig = viz.show_images([land, land, port, port], ncols=2)
+    fig.canvas.draw()
+    top_box, bottom_box = fig.axes[0].get_window_extent(), fig.axes[2].get_window_extent()
+    gap_inches = (top_box.y0 - bottom_box.y1) / fig.dpi
+    assert 0 <= gap_inches < 0.6, gap_inches
+    assert abs(top_box.height / top_box.width - 60 / 90) < 0.05

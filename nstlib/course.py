@@ -22,7 +22,8 @@ A sentence in a notebook about a result is a claim, and the cell below its figur
 prints the claim, what was measured and ``True``/``False``. nbval compares that cell (it is
 marked ``# NBVAL_CHECK_OUTPUT``; ``notebooks/sanitize.cfg`` blanks the measured numbers, which
 vary from machine to machine), so a claim that the run does not show fails the lecture run. In
-smoke mode the pictures mean nothing: the verdict line says the claim was not checked.
+smoke mode, or with random weights, the pictures mean nothing: the verdict line says the claim
+was not checked, and why.
 """
 
 from __future__ import annotations
@@ -60,19 +61,33 @@ class RunMode:
         """Print a notebook's claim about a result, what this run measured, and whether it holds.
 
         claim: the sentence, as the notebook says it; holds: the measure against its threshold;
-        measured: the numbers behind the verdict. Returns `holds` (True in smoke mode, where the
-        pictures are not meaningful and the claim is not checked).
+        measured: the numbers behind the verdict. Returns `holds` (True where the claim is not
+        checked: smoke mode or random weights, see `unchecked_reason`).
         """
         if not isinstance(holds, (bool, np.bool_)):
             raise TypeError(f"holds must be a bool (a measure compared with a threshold), got {type(holds).__name__} "
                             f"{holds!r:.40}; write e.g. holds=bool(x < 0.1).")
         print(f"Claim: {claim}")
         print(f"Measured: {' '.join(measured.split())}")
-        if self.smoke:
-            print("Holds: not checked in smoke mode (tiny images, pictures not meaningful)")
+        why_not = self.unchecked_reason()
+        if why_not:
+            print(f"Holds: not checked {why_not}")
             return True
         print(f"Holds: {bool(holds)}")
         return bool(holds)
+
+    def unchecked_reason(self) -> str | None:
+        """Why this run cannot judge claims about pictures (None: it can).
+
+        Smoke mode's images are tiny; random weights (``NSTLIB_WEIGHTS=random...``, chosen on
+        purpose, never a fallback) compute features of nothing. The claims' thresholds come from
+        pretrained weights.
+        """
+        if self.smoke:
+            return "in smoke mode (tiny images, pictures not meaningful)"
+        if os.environ.get("NSTLIB_WEIGHTS", "").strip().lower().startswith("random"):
+            return "with random weights (NSTLIB_WEIGHTS=random: pictures not meaningful)"
+        return None
 
     def __str__(self) -> str:
         return f"mode: {self.name} ({self.reason}); device: {describe_device(self.device)}"

@@ -22,6 +22,11 @@ def sanitized(text: str) -> str:
     return text
 
 
+@pytest.fixture(autouse=True)
+def pretrained(monkeypatch):
+    monkeypatch.setenv("NSTLIB_WEIGHTS", "caffe:/some/weights.pth")   # claims are judged unless a test says not
+
+
 def claim_output(mode: str, holds, measured: str, capsys) -> tuple[str, bool]:
     run = course.RunMode(mode, torch.device("cpu"), "test")
     verdict = run.check("the loss fell 100x", holds=holds, measured=measured)
@@ -57,3 +62,11 @@ def test_holds_must_be_a_verdict_not_a_number(capsys):
         run.check("x", holds=0.3, measured="")
     with pytest.raises(TypeError, match="holds=bool"):
         run.check("x", holds=torch.tensor(True), measured="")
+
+
+def test_random_weights_do_not_judge_claims(monkeypatch, capsys):
+    monkeypatch.setenv("NSTLIB_WEIGHTS", "random:vgg16:0")
+    out, verdict = claim_output("cpu", False, "ratio 0.5", capsys)
+    assert verdict is True and "not checked with random weights" in out
+    smoke, _ = claim_output("smoke", True, "x", capsys)
+    assert sanitized(out) == sanitized(smoke)

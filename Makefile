@@ -3,8 +3,8 @@
 # Both make .venv/ once and reuse it; it is rebuilt when pyproject.toml or the constraints change.
 #
 # `make test` (what CI runs) = `make lectures`, then `make unit` with the browser test of the
-# lecture pages: both run even when the first fails, and make fails if either does. About 20
-# minutes on 2 cores (lectures ~10, unit ~7, install ~3; see README).
+# lecture pages: both run even when the first fails, and make fails if either does. 18 minutes
+# on 2 cores from a fresh clone (install 2, lectures 10.5, unit 5; see README).
 #   make lectures  every notebook in cpu mode under nbval (the real lecture sizes, checked claims);
 #                  the same run writes the executed lectures as HTML, with an index:
 #                  build/lectures/index.html (LECTURES_DIR). Needs the pretrained weights

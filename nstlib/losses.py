@@ -216,7 +216,7 @@ def as_batch_weight(value: Weight, name: str) -> torch.Tensor:
 def build_objective(
     extractor: VGGFeatures,
     content: torch.Tensor | None,
-    style: torch.Tensor | None,
+    style: torch.Tensor | Sequence[torch.Tensor] | None,
     *,
     content_layers: LayerWeights,
     style_layers: LayerWeights,
@@ -226,10 +226,14 @@ def build_objective(
     tv_weight: float = 0.0,
     pixels: int | None = None,
     precision: Precision | None = None,
+    style_blend: Sequence[float] | None = None,
 ) -> Objective:
     """Compute targets once and fold every weight into one number per layer.
 
     content (1, 3, H, W), style (1, 3, H', W'), both RGB [0, 1], or None to drop that term.
+    style may also be a list of style images (each its own size): the target Gram of each
+    layer is then the blend sum_k w_k A_k with w = style_blend (default equal, normalized to
+    sum 1), and the normalized loss divides by the blend's energy.
     gatys:      L = content_weight * sum_l c_l L_content,l + style_weight * sum_l w_l E_l
     normalized: L = w * (content_weight * sum_j c^R_j L_o,j + style_weight * sum_j w^R_j L_s,j),
                 layer weights normalized to sum 1, w = `pixels` (the content image's H * W).
@@ -264,11 +268,18 @@ def build_objective(
             obj.content_targets[n] = feats[n].detach()
             obj.content_energy[n] = feats[n].pow(2).flatten(1).sum(1)
     if sw:
-        feats = extract(extractor, style.to(_device(extractor)), list(sw), precision)
+        styles = list(style) if isinstance(style, (list, tuple)) else [style]
+        blend = [1.0 / len(styles)] * len(styles) if style_blend is None else [float(w) for w in style_blend]
+        if len(blend) != len(styles) or any(w < 0 for w in blend) or sum(blend) <= 0:
+            raise ValueError(f"style_blend must have one weight >= 0 per style image ({len(styles)}), not all 0; got {style_blend!r}.")
+        blend = [w / sum(blend) for w in blend]
+        for k, (img, w) in enumerate(zip(styles, blend)):
+            feats = extract(extractor, img.to(_device(extractor)), list(sw), precision)
+            for n in sw:
+                a = w * gram_matrix(feats[n], normalize=True)
+                obj.style_targets[n] = a if k == 0 else obj.style_targets[n] + a
         for n in sw:
-            a = gram_matrix(feats[n], normalize=True)
-            obj.style_targets[n] = a
-            obj.style_energy[n] = a.pow(2).flatten(1).sum(1)
+            obj.style_energy[n] = obj.style_targets[n].pow(2).flatten(1).sum(1)
     return obj
 
 

@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from nstlib import __version__
+from nstlib import color
 from nstlib._io import atomic_write
 from nstlib.devices import pick_device, synchronize
 from nstlib.images import ImageLike, Size, load_image, resize, save_image, target_size, to_pil
@@ -176,10 +177,13 @@ def scale_sizes(start: int, end: int, factor: float = 2 ** 0.5) -> list[int]:
 
 def stylize(
     content: ImageLike | None,
-    style: ImageLike | None,
+    style: ImageLike | Sequence[ImageLike] | None,
     *,
     size: Size = None,
     style_size: Size = None,
+    style_weights: Sequence[float] | None = None,
+    preserve_colors: str | None = None,
+    color_method: str = "cholesky",
     variant: str = "gatys",
     content_layers: LayerWeights = GATYS_CONTENT_LAYERS,
     style_layers: LayerWeights | str = GATYS_STYLE_LAYERS,
@@ -205,7 +209,20 @@ def stylize(
     """Optimize an image so that its content matches `content` and its style matches `style`.
 
     content, style: anything `load_image` takes, or None to drop that term (texture synthesis
-        needs `size` then). The output has the content image's size after `size`.
+        needs `size` then). The output has the content image's size after `size`. `style`
+        may be a list of images: their styles are blended (see style_weights).
+    style_weights: with several style images, how much of each (>= 0, normalized to sum 1;
+        default equal). The style target of each layer is the blend of the images' Gram
+        matrices, sum_k w_k A_k: for the Gatys loss this has the same minimum as the weighted
+        sum of the single-style losses; the normalized loss divides by the blend's energy, so
+        the weights keep their meaning as fractions of each Gram (dividing each style's loss
+        by its own energy would favour the style with the weaker activations).
+    preserve_colors: None, "luminance" (Gatys et al. 2017: the transfer runs on luminance, the
+        style's luminance matched to the photo's mean and spread, and the result takes the
+        photo's colours, I and Q of YIQ) or "histogram" (the style images are recoloured to the
+        photo's colour mean and covariance before the transfer; `color_method` "cholesky" or
+        "pca" chooses the matrix, see `nstlib.color`). Needs a content image. With
+        "luminance" the callback's previews are the grey image being optimized.
     size: longest side (int) or (H, W) of the output; None keeps the content image's size.
     style_size: the style image's longest side or (H, W) at the output size; None: the output's
         longest side. At a coarser scale the style image shrinks by the same factor.
@@ -242,6 +259,12 @@ def stylize(
     t_start = time.perf_counter()
     optimizer = _check_choice(optimizer, OPTIMIZERS, "optimizer")
     weights = resolve_weights(variant, alpha, beta, lambda_os)
+    if preserve_colors is not None:
+        _check_choice(preserve_colors, color.PRESERVE_COLORS, "preserve_colors")
+        if content is None:
+            raise ValueError(f"preserve_colors={preserve_colors!r} keeps the colours of the content image, and there is none; "
+                             f"pass a content image or preserve_colors=None.")
+    _check_choice(color_method, color.COLOR_METHODS, "color_method")
     if not isinstance(callback_every, int) or isinstance(callback_every, bool) or callback_every < 1:
         raise ValueError(f"callback_every must be an int >= 1, got {callback_every!r}.")
     if content is None and style is None:
@@ -273,10 +296,13 @@ def stylize(
         out_hw = target_size((size, size) if isinstance(size, int) else tuple(size), size)
     else:
         out_hw = target_size(tuple(content_raw.shape[-2:]), size)
-    style_raw = load_image(style) if style is not None else None
-    style_hw = None if style_raw is None else target_size(tuple(style_raw.shape[-2:]), max(out_hw) if style_size is None else style_size)
+    style_list = _style_list(style)
+    blend = _blend_weights(style_weights, len(style_list))
+    style_raws = [load_image(s) for s in style_list]
+    style_hws = [target_size(tuple(r.shape[-2:]), max(out_hw) if style_size is None else style_size) for r in style_raws]
+    style_hw = style_hws[0] if style_hws else None
     use_content = content_raw is not None and not _all_zero(weights.content)
-    use_style = style_raw is not None and not _all_zero(weights.style)
+    use_style = bool(style_raws) and not _all_zero(weights.style)
     c_layers = layer_weight_dict(content_layers, "content_layers") if use_content else {}
     if isinstance(style_layers, str) and preset_name(style_layers):
         style_layers = style_layer_preset(style_layers, net.arch)
@@ -288,17 +314,29 @@ def stylize(
     first = plan[0]
     where = f" at the first scale ({first.hw[0]}x{first.hw[1]})" if len(plan) > 1 else ""
     net.check_input_size(*first.hw, [*c_layers, *s_layers], what=f"the output image{where}")
-    if s_layers:
-        net.check_input_size(*first.style_hw, list(s_layers), what=f"the style image{where}")
+    for i, hw in enumerate(style_hws if s_layers else []):
+        which = f"the style image{f' {i + 1}' if len(style_hws) > 1 else ''}"
+        net.check_input_size(*_at_scale(hw, max(first.hw), max(out_hw)), list(s_layers), what=f"{which}{where}")
     batch = _batch_size([as_batch_weight(w, "weight") for w in (weights.content, weights.style, *c_layers.values(), *s_layers.values())])
     needed = check_memory(net, dev, out_hw, [*c_layers, *s_layers], batch, prec.name, optimizer)
-    if s_layers:  # the style image is upsampled and run through the network too
-        check_memory(net, dev, style_hw, list(s_layers), 1, prec.name, "adam", what="style image", option="style_size")
+    for hw in style_hws if s_layers else []:  # the style images are upsampled and run through the network too
+        check_memory(net, dev, hw, list(s_layers), 1, prec.name, "adam", what="style image", option="style_size")
     content_img = resize(content_raw, out_hw) if content_raw is not None else None
-    style_img = resize(style_raw, style_hw) if style_raw is not None else None
+    style_imgs = [resize(r, hw) for r, hw in zip(style_raws, style_hws)]
+    photo_rgb = content_img  # the colours a preserve_colors run gives back
+    if preserve_colors == "histogram":
+        style_imgs = [color.match_color(s, content_img, color_method) for s in style_imgs]
+    elif preserve_colors == "luminance":
+        style_imgs = [color.match_luminance(s, content_img) for s in style_imgs]
+        content_img = color.as_grey_rgb(content_img)
+    style_img = style_imgs[0] if style_imgs else None
 
     settings = _settings(
-        content=content, style=style, size=out_hw, style_size=style_img.shape[-2:] if use_style else None,
+        content=content, style=style_list if len(style_list) > 1 else style,
+        size=out_hw, style_size=(None if not use_style else list(style_img.shape[-2:]) if len(style_imgs) == 1
+                                 else [list(s.shape[-2:]) for s in style_imgs]),
+        style_weights=blend if len(style_list) > 1 else None,
+        preserve_colors=preserve_colors, color_method=color_method if preserve_colors == "histogram" else None,
         variant=weights.variant, content_layers=c_layers, style_layers=s_layers,
         alpha=weights.content if weights.variant == "gatys" else None,
         beta=weights.style if weights.variant == "gatys" else None,
@@ -326,10 +364,11 @@ def stylize(
         hw = plan[k].hw
         c_factor = (out_hw[0] * out_hw[1]) / (hw[0] * hw[1]) if weights.variant == "gatys" else 1.0
         return build_objective(
-            net, resize(content_img, hw) if use_content else None, resize(style_img, plan[k].style_hw) if use_style else None,
+            net, resize(content_img, hw) if use_content else None,
+            [resize(s, _at_scale(tuple(s.shape[-2:]), max(hw), max(out_hw))) for s in style_imgs] if use_style else None,
             content_layers=c_layers, style_layers=s_layers, variant=weights.variant,
             content_weight=_times(weights.content, c_factor), style_weight=weights.style, tv_weight=tv_weight,
-            pixels=hw[0] * hw[1], precision=prec,
+            pixels=hw[0] * hw[1], precision=prec, style_blend=blend,
         )
 
     best: BestImage | None = None
@@ -369,8 +408,11 @@ def stylize(
     synchronize(dev)
     peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None
     history = loop.history(multi_scale=len(plan) > 1)
+    image = best.image.detach().clamp(0, 1).cpu()
+    if preserve_colors == "luminance":  # the optimized luminance with the photo's chroma
+        image = color.recombine_luminance(image, photo_rgb.cpu())
     return StyleResult(
-        image=best.image.detach().clamp(0, 1).cpu(), history=history, settings=settings,
+        image=image, history=history, settings=settings,
         wall_time=time.perf_counter() - t_start, steps_done=loop.done, stopped=loop.stopped,
         weights=net.describe(), device=str(dev), stop_reason=loop.stop_reason, peak_memory_mib=peak,
     )
@@ -588,6 +630,42 @@ class _Loop:
 
 # -- helpers ---------------------------------------------------------------------------
 
+def _style_list(style: ImageLike | Sequence[ImageLike] | None) -> list[ImageLike]:
+    """One style image, a list of them, or None -> a list (a tuple or list means several)."""
+    if style is None:
+        return []
+    if isinstance(style, (list, tuple)):
+        if not style:
+            raise ValueError("style is an empty list; pass one or more images, or None for no style term.")
+        if any(s is None for s in style):
+            raise ValueError("style lists an image as None; pass only images (or style=None for no style term).")
+        return list(style)
+    return [style]
+
+
+def _blend_weights(weights: Sequence[float] | None, n: int) -> list[float]:
+    """The style images' blend weights, >= 0 and normalized to sum 1 (equal when None)."""
+    if weights is None:
+        return [1.0 / n] * n if n else []
+    if isinstance(weights, (str, bytes)) or not isinstance(weights, (Sequence, np.ndarray, torch.Tensor)):
+        raise TypeError(f"style_weights must be a list of numbers, one per style image, got {weights!r}.")
+    w = [float(x) for x in weights]
+    if len(w) != n:
+        raise ValueError(f"style_weights has {len(w)} value(s) but there {'is' if n == 1 else 'are'} {n} style image(s); "
+                         f"give one weight per style image, e.g. {[round(1 / max(n, 1), 2)] * max(n, 1)}.")
+    if not all(math.isfinite(x) and x >= 0 for x in w) or sum(w) <= 0:
+        raise ValueError(f"style_weights must be finite, >= 0 and not all 0, got {list(weights)!r}.")
+    return [x / sum(w) for x in w]
+
+
+def _at_scale(hw: tuple[int, int], longest_now: int, longest_out: int) -> tuple[int, int]:
+    """An image size at the output scale -> its size at a scale whose longest side is longest_now."""
+    if longest_now == longest_out:
+        return tuple(hw)
+    f = longest_now / longest_out
+    return max(1, round(hw[0] * f)), max(1, round(hw[1] * f))
+
+
 def _check_choice(value: str, choices: Sequence[str], name: str) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}.")
@@ -701,5 +779,6 @@ def _jsonable(v: Any) -> Any:
 def _settings(**fields: Any) -> dict[str, Any]:
     """The run's settings as JSON-ready values (what `StyleResult.save` writes), in this order."""
     fields["content"] = _describe_source(fields["content"])
-    fields["style"] = _describe_source(fields["style"])
+    style = fields["style"]
+    fields["style"] = [_describe_source(x) for x in style] if isinstance(style, list) else _describe_source(style)
     return _jsonable({**fields, "nstlib": __version__, "torch": torch.__version__})

@@ -23,6 +23,7 @@ from typing import Mapping, Sequence, Union
 import torch
 
 from nstlib.precision import Precision, extract
+from nstlib.regions import guided_gram, region_shares, resize_masks
 from nstlib.vgg import VGGFeatures
 
 VARIANTS = ("gatys", "normalized")
@@ -163,6 +164,9 @@ class Objective:
     content_weights: dict[str, torch.Tensor] = field(default_factory=dict)  # final weight per layer, (B,) or ()
     style_weights: dict[str, torch.Tensor] = field(default_factory=dict)
     tv_weight: float = 0.0
+    # Spatial control: (K, H, W) region masks; then style_targets are (K, C, C), energies (K,).
+    style_masks: torch.Tensor | None = None
+    _masks_at: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict, repr=False)
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -180,7 +184,10 @@ class Objective:
             total = total + self.content_weights[name] * loss
         for name, target in self.style_targets.items():
             f = features[name]
-            loss = normalized_style_loss(f, target, self.style_energy[name]) if normalized else style_loss(f, target)
+            if self.style_masks is not None:
+                loss = self._guided_style_loss(f, target, self.style_energy[name])
+            else:
+                loss = normalized_style_loss(f, target, self.style_energy[name]) if normalized else style_loss(f, target)
             parts[f"style:{name}"] = loss
             total = total + self.style_weights[name] * loss
         if self.tv_weight:
@@ -188,6 +195,16 @@ class Objective:
             parts["tv"] = tv
             total = total + self.tv_weight * tv
         return total, parts
+
+    def _guided_style_loss(self, f: torch.Tensor, targets: torch.Tensor, energy: torch.Tensor) -> torch.Tensor:
+        """Sum over regions k of share_k * E_l(G_k, A_k), G_k the guided Gram (see nstlib.regions). -> (B,)"""
+        hw = tuple(f.shape[-2:])
+        if hw not in self._masks_at:
+            self._masks_at[hw] = resize_masks(self.style_masks, hw).to(f.device)
+        m = self._masks_at[hw]                                                    # (K, h, w)
+        diff = (guided_gram(f.float(), m) - targets[None]).pow(2).flatten(2).sum(2)   # (B, K)
+        per_region = diff / energy.clamp_min(1e-24) if self.variant == "normalized" else diff / (4 * f.shape[1] ** 2)
+        return (per_region * region_shares(m)).sum(1)
 
 
 def layer_weight_dict(layers: LayerWeights, what: str) -> dict[str, Weight]:
@@ -227,13 +244,16 @@ def build_objective(
     pixels: int | None = None,
     precision: Precision | None = None,
     style_blend: Sequence[float] | None = None,
+    style_masks: torch.Tensor | None = None,
 ) -> Objective:
     """Compute targets once and fold every weight into one number per layer.
 
     content (1, 3, H, W), style (1, 3, H', W'), both RGB [0, 1], or None to drop that term.
     style may also be a list of style images (each its own size): the target Gram of each
     layer is then the blend sum_k w_k A_k with w = style_blend (default equal, normalized to
-    sum 1), and the normalized loss divides by the blend's energy.
+    sum 1), and the normalized loss divides by the blend's energy. With style_masks
+    (K, H, W), one per style image (`nstlib.regions`), style k is matched in region k instead:
+    guided Grams, each region's loss weighted by its share of the image.
     gatys:      L = content_weight * sum_l c_l L_content,l + style_weight * sum_l w_l E_l
     normalized: L = w * (content_weight * sum_j c^R_j L_o,j + style_weight * sum_j w^R_j L_s,j),
                 layer weights normalized to sum 1, w = `pixels` (the content image's H * W).
@@ -267,7 +287,20 @@ def build_objective(
         for n in cw:
             obj.content_targets[n] = feats[n].detach()
             obj.content_energy[n] = feats[n].pow(2).flatten(1).sum(1)
-    if sw:
+    if sw and style_masks is not None:
+        styles = list(style) if isinstance(style, (list, tuple)) else [style]
+        if style_masks.ndim != 3 or style_masks.shape[0] != len(styles):
+            raise ValueError(f"style_masks must be (K, H, W) with K = the number of style images ({len(styles)}), "
+                             f"got {tuple(style_masks.shape)}.")
+        if style_blend is not None:
+            raise ValueError("style_masks and style_blend exclude each other: with masks, each region takes one style.")
+        obj.style_masks = style_masks.float()
+        per_style = [extract(extractor, img.to(_device(extractor)), list(sw), precision) for img in styles]
+        for n in sw:
+            a = torch.cat([gram_matrix(feats[n], normalize=True) for feats in per_style])   # (K, C, C)
+            obj.style_targets[n] = a
+            obj.style_energy[n] = a.pow(2).flatten(1).sum(1)                                 # (K,)
+    elif sw:
         styles = list(style) if isinstance(style, (list, tuple)) else [style]
         blend = [1.0 / len(styles)] * len(styles) if style_blend is None else [float(w) for w in style_blend]
         if len(blend) != len(styles) or any(w < 0 for w in blend) or sum(blend) <= 0:

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from nstlib import __version__
-from nstlib import color
+from nstlib import color, regions
 from nstlib._io import atomic_write
 from nstlib.devices import pick_device, synchronize
 from nstlib.images import ImageLike, Size, load_image, resize, save_image, target_size, to_pil
@@ -182,6 +182,7 @@ def stylize(
     size: Size = None,
     style_size: Size = None,
     style_weights: Sequence[float] | None = None,
+    style_masks: ImageLike | torch.Tensor | None = None,
     preserve_colors: str | None = None,
     color_method: str = "cholesky",
     variant: str = "gatys",
@@ -217,6 +218,11 @@ def stylize(
         sum of the single-style losses; the normalized loss divides by the blend's energy, so
         the weights keep their meaning as fractions of each Gram (dividing each style's loss
         by its own energy would favour the style with the weaker activations).
+    style_masks: spatial control (Gatys et al. 2017): which region of the output takes which
+        style image. A label image whose distinct colours, sorted dark to light, select the
+        style images in order (black-and-white: black takes style 1), or a float tensor
+        (K, H, W) of region weights in [0, 1]; resized to the output. Excludes style_weights.
+        See `nstlib.regions` (guided Gram matrices).
     preserve_colors: None, "luminance" (Gatys et al. 2017: the transfer runs on luminance, the
         style's luminance matched to the photo's mean and spread, and the result takes the
         photo's colours, I and Q of YIQ) or "histogram" (the style images are recoloured to the
@@ -297,7 +303,15 @@ def stylize(
     else:
         out_hw = target_size(tuple(content_raw.shape[-2:]), size)
     style_list = _style_list(style)
+    if style_masks is not None and style_weights is not None:
+        raise ValueError("style_masks and style_weights exclude each other: with masks each region takes one style "
+                         "image whole; to blend two styles in a region, blend them in the mask's weights instead.")
     blend = _blend_weights(style_weights, len(style_list))
+    if style_masks is not None:
+        if not style_list:
+            raise ValueError("style_masks says which region takes which style image, and there is no style image.")
+        masks = regions.resize_masks(regions.masks_from_labels(style_masks, len(style_list)), out_hw)
+        blend = None
     style_raws = [load_image(s) for s in style_list]
     style_hws = [target_size(tuple(r.shape[-2:]), max(out_hw) if style_size is None else style_size) for r in style_raws]
     style_hw = style_hws[0] if style_hws else None
@@ -335,7 +349,9 @@ def stylize(
         content=content, style=style_list if len(style_list) > 1 else style,
         size=out_hw, style_size=(None if not use_style else list(style_img.shape[-2:]) if len(style_imgs) == 1
                                  else [list(s.shape[-2:]) for s in style_imgs]),
-        style_weights=blend if len(style_list) > 1 else None,
+        style_weights=blend if len(style_list) > 1 and style_masks is None else None,
+        style_masks=None if style_masks is None else (
+            _describe_source(style_masks) if not isinstance(style_masks, torch.Tensor) else "<Tensor>"),
         preserve_colors=preserve_colors, color_method=color_method if preserve_colors == "histogram" else None,
         variant=weights.variant, content_layers=c_layers, style_layers=s_layers,
         alpha=weights.content if weights.variant == "gatys" else None,
@@ -369,6 +385,7 @@ def stylize(
             content_layers=c_layers, style_layers=s_layers, variant=weights.variant,
             content_weight=_times(weights.content, c_factor), style_weight=weights.style, tv_weight=tv_weight,
             pixels=hw[0] * hw[1], precision=prec, style_blend=blend,
+            style_masks=masks if style_masks is not None and use_style else None,
         )
 
     best: BestImage | None = None

@@ -110,3 +110,59 @@ def test_preserve_colors_errors(run, style_image):
         stylize(None, style_image, size=32, preserve_colors="luminance", **FAST)
     with pytest.raises(ValueError, match="'cholesky', 'pca'"):
         run(preserve_colors="histogram", color_method="svd")
+
+
+# -- spatial control ------------------------------------------------------------------------
+
+def test_masks_from_a_label_image_sort_dark_to_light(make_image_file):
+    import numpy as np
+    from PIL import Image
+
+    from nstlib import regions
+    a = np.zeros((8, 12, 3), np.uint8)
+    a[:, 6:] = (255, 255, 0)          # right half yellow (light), left half black (dark)
+    a[:4, :6] = (200, 0, 0)           # top-left red (between)
+    path = make_image_file("labels.png")
+    Image.fromarray(a).save(path)
+    m = regions.masks_from_labels(path, 3)
+    assert m.shape == (3, 8, 12) and torch.equal(m.sum(0), torch.ones(8, 12))
+    assert m[0, 7, 0] == 1 and m[1, 0, 0] == 1 and m[2, 0, 11] == 1      # black, red, yellow
+    with pytest.raises(ValueError, match="3 distinct colour.*2 style image"):
+        regions.masks_from_labels(path, 2)
+
+
+def test_guided_gram_with_one_full_region_is_the_gram():
+    from nstlib import regions
+    f = torch.rand(2, 5, 6, 7, generator=torch.Generator().manual_seed(0))
+    g = regions.guided_gram(f, torch.ones(1, 6, 7))
+    assert g.shape == (2, 1, 5, 5)
+    assert torch.allclose(g[:, 0], losses.gram_matrix(f, normalize=True), rtol=1e-5)
+    half = torch.zeros(2, 6, 7)
+    half[0, :, :3], half[1, :, 3:] = 1, 1
+    g = regions.guided_gram(f, half)
+    assert torch.allclose(g[:, 0], losses.gram_matrix(f[..., :3], normalize=True), rtol=1e-5)
+
+
+def test_one_region_everywhere_is_the_plain_style_loss(random_vgg16, style_image, content_image):
+    plain = losses.build_objective(random_vgg16, None, style_image, content_layers=[], style_layers=["relu1_1", "relu2_1"])
+    guided = losses.build_objective(random_vgg16, None, [style_image], content_layers=[], style_layers=["relu1_1", "relu2_1"],
+                                    style_masks=torch.ones(1, 32, 32))
+    x = content_image
+    for obj_a, obj_b in ((plain, guided),):
+        a = obj_a(random_vgg16.extract(x, obj_a.layers), x)[0]
+        b = obj_b(random_vgg16.extract(x, obj_b.layers), x)[0]
+        assert torch.allclose(a, b, rtol=1e-4)
+
+
+def test_style_masks_in_stylize(run, style_image):
+    other = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    m = torch.zeros(2, 32, 32)
+    m[0, :16], m[1, 16:] = 1, 1
+    r = run(style=[style_image, other], style_masks=m)
+    assert r.settings["style_masks"] == "<Tensor>" and r.settings["style_weights"] is None
+    with pytest.raises(ValueError, match="exclude each other"):
+        run(style=[style_image, other], style_masks=m, style_weights=[1, 1])
+    with pytest.raises(ValueError, match=r"\(K, H, W\) must hold weights in \[0, 1\]|distinct colour"):
+        run(style=[style_image, other], style_masks=m * 2)
+    with pytest.raises(ValueError, match="no region"):
+        run(style=[style_image, other], style_masks=torch.zeros(2, 32, 32))

@@ -1,4 +1,4 @@
-"""The command line: ``nstlib stylize CONTENT STYLE -o OUT.png`` (also ``python -m nstlib``).
+"""The command line: ``nstlib stylize CONTENT STYLE [STYLE ...] -o OUT.png`` (also ``python -m nstlib``).
 
 Subcommands:
   stylize   run one transfer and write OUT.png plus OUT.json (the settings) beside it;
@@ -32,6 +32,10 @@ PROG = "nstlib"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 #: Suffixes `save_image` can write (checked before the run, not after it).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+#: nstlib.color's PRESERVE_COLORS and COLOR_METHODS, spelled out so that --help does not import torch
+#: (tests/test_cli.py checks that they agree).
+PRESERVE_COLORS = ("luminance", "histogram")
+COLOR_METHODS = ("cholesky", "pca")
 
 
 class UsageError(Exception):
@@ -84,6 +88,22 @@ def _noise_level(text: str) -> float:
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"expected a number in (0, 1] such as 0.02, got {text!r}")
     return value
+
+
+def _style_weights(text: str) -> list[float]:
+    """'0.7,0.3' -> [0.7, 0.3]: numbers >= 0, not all 0 (the count is checked against the STYLE images later)."""
+    parts = [t.strip() for t in text.split(",")]
+    try:
+        values = [float(t) for t in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers >= 0 separated by commas, one per STYLE (e.g. 0.7,0.3), "
+                                         f"got {text!r}") from None
+    bad = [t for t, v in zip(parts, values) if not math.isfinite(v) or v < 0]
+    if bad:
+        raise argparse.ArgumentTypeError(f"expected finite numbers >= 0 (e.g. 0.7,0.3), got {bad[0]} in {text!r}")
+    if sum(values) <= 0:
+        raise argparse.ArgumentTypeError(f"the weights are all 0 ({text!r}); give at least one style a weight > 0, e.g. 0.7,0.3")
+    return values
 
 
 def _size(text: str) -> int | tuple[int, int]:
@@ -176,9 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("stylize", help="paint CONTENT in the style of STYLE and save the result",
                        description="Optimize an image whose VGG features match CONTENT's and whose Gram matrices match STYLE's. "
+                       "Several STYLE images are blended (--style-weights) or placed by region (--mask). "
                        "Writes OUT (PNG, JPEG, ...) and OUT.json with the settings beside it.")
     s.add_argument("content", metavar="CONTENT", help="the content image (a photo)")
-    s.add_argument("style", metavar="STYLE", help="the style image (a painting)")
+    s.add_argument("style", metavar="STYLE", nargs="+",
+                   help="the style image (a painting); several are blended, equally unless --style-weights, or placed by --mask")
     s.add_argument("-o", "--output", required=True, metavar="OUT.png", help="where to write the result (its folder must exist)")
     s.add_argument("--preset", choices=("fast", "paper"), default="fast",
                    help="fast: start from the photo, coarse to fine from 128 px, bfloat16 where faster; "
@@ -186,6 +208,18 @@ def build_parser() -> argparse.ArgumentParser:
     g = s.add_argument_group("images")
     g.add_argument("--size", type=_size, default=256, help="output size: longest side in px, or HxW (default 256)")
     g.add_argument("--style-size", type=_size, default=None, help="style image size at the output size (default: the output's longest side)")
+    g = s.add_argument_group("several styles, colours (Gatys et al. 2017)")
+    g.add_argument("--style-weights", type=_style_weights, default=None, metavar="W1,W2,...",
+                   help="with several STYLE images: how much of each, one number >= 0 per STYLE, e.g. 0.7,0.3 "
+                   "(normalized to sum 1; default equal)")
+    g.add_argument("--mask", default=None, metavar="PATH",
+                   help="with several STYLE images: a label image (PNG, flat colours, one per STYLE) saying where each "
+                   "style goes; its colours sorted dark to light select STYLE 1, 2, ... (black and white: black = the first)")
+    g.add_argument("--preserve-colors", choices=PRESERVE_COLORS, default=None,
+                   help="keep the photo's colours: luminance (transfer on luminance only) or histogram "
+                   "(recolour the style images to the photo's colours first) (default: off)")
+    g.add_argument("--color-method", choices=COLOR_METHODS, default=None,
+                   help="with --preserve-colors histogram: the recolouring matrix (default cholesky)")
     g = s.add_argument_group("loss")
     g.add_argument("--variant", choices=("gatys", "normalized"), default="gatys",
                    help="gatys: alpha*L_content + beta*L_style; normalized: Choi & Kim, lambda_os*L_o + L_s")
@@ -245,9 +279,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = [a for a in argv if a != "--traceback"]  # accepted anywhere on the line, not only before COMMAND
     try:
         try:
-            args = parser.parse_args(argv)
+            args, extra = parser.parse_known_args(argv)  # parse_args, with a hint for a STYLE path after an option
         except SystemExit as e:  # --help and --version exit 0 through argparse
             return int(e.code or 0)
+        if extra:
+            hint = ""
+            if args.command == "stylize" and not any(a.startswith("-") for a in extra):
+                hint = "; the STYLE paths go together after CONTENT, e.g. nstlib stylize photo.jpg a.jpg b.jpg -o out.png"
+            parser.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
             if args.command == "stylize":
@@ -286,8 +325,10 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
     style_layers = parse_layers(args.style_layers, "--style-layers")
     if isinstance(content_layers, str):
         content_layers = GATYS_CONTENT_LAYERS  # both papers take content from conv4_2 (relu4_2 here)
+    styles: list[str] = args.style
+    _check_style_options(args, len(styles))
     out = _check_output(Path(args.output))
-    for what, given in (("CONTENT", args.content), ("STYLE", args.style), ("--init", args.init)):
+    for what, given in (("CONTENT", args.content), *(("STYLE", s) for s in styles), ("--init", args.init), ("--mask", args.mask)):
         if given and os.path.exists(given) and _same_file(out, Path(given)):
             raise UsageError(f"-o {out} is the {what} image itself; writing the result there would destroy it. "
                              f"Choose another name, e.g. {out.with_name(out.stem + '_stylized' + out.suffix)}")
@@ -307,6 +348,15 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
         alpha=args.alpha, beta=args.beta, lambda_os=args.lambda_os, tv_weight=args.tv_weight,
         noise_level=args.noise_level, seed=args.seed, optimizer=args.optimizer, lr=args.lr, precision=args.precision,
     )
+    # Only what was asked for, so that a plain run passes the same keywords as before.
+    if args.style_weights is not None:
+        kwargs["style_weights"] = args.style_weights
+    if args.mask is not None:
+        kwargs["style_masks"] = args.mask
+    if args.preserve_colors is not None:
+        kwargs["preserve_colors"] = args.preserve_colors
+        if args.preserve_colors == "histogram":
+            kwargs["color_method"] = args.color_method or "cholesky"
 
     # Cheap checks first, so that a typo in a path does not cost a weights download.
     from nstlib.images import load_image
@@ -316,7 +366,19 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
     from nstlib.images import target_size
 
     content_hw = target_size(tuple(load_image(args.content).shape[-2:]), args.size)
-    load_image(args.style)
+    for style in styles:
+        load_image(style)
+    if args.mask is not None:
+        import inspect
+
+        from nstlib.stylize import stylize
+
+        load_image(args.mask)
+        if "style_masks" not in inspect.signature(stylize).parameters:
+            raise UsageError("--mask needs stylize(style_masks=...), which this version of nstlib does not have yet")
+        from nstlib.regions import masks_from_labels
+
+        masks_from_labels(args.mask, len(styles))  # one colour per STYLE, checked before the weights load
     try:
         plan_scales(content_hw, kwargs["scales"], kwargs["steps"])
     except ValueError as e:
@@ -342,7 +404,7 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
     print(f"weights: {net.describe()}")
     print(f"device:  {describe_device(device)}; precision {kwargs['precision']}")
     print(f"memory:  {_memory_line(net, device, content_hw, kwargs)}")
-    print(f"content: {args.content}\nstyle:   {args.style}")
+    print(f"content: {args.content}\nstyle:   {', '.join(styles)}" + (f"\nmask:    {args.mask}" if args.mask else ""))
     print(f"settings (preset {args.preset}): " + _settings_line(kwargs))
 
     callback = None
@@ -351,7 +413,7 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
             save_image(info.image, out.with_name(f"{out.stem}_step{info.step:04d}{out.suffix}"))
 
     result = stylize(
-        args.content, args.style, extractor=net, device=device, progress=not args.no_progress,
+        args.content, styles[0] if len(styles) == 1 else styles, extractor=net, device=device, progress=not args.no_progress,
         callback=callback, callback_every=args.save_every or 10, **kwargs,
     )
     with _no_ctrl_c():  # the best image so far is in memory: a Ctrl-C now must not lose it
@@ -394,6 +456,28 @@ def _cmd_weights(args: argparse.Namespace) -> int:
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+def _check_style_options(args: argparse.Namespace, n_styles: int) -> None:
+    """--style-weights, --mask and --color-method against the number of STYLE images and each other."""
+    if args.style_weights is not None:
+        if n_styles == 1:
+            raise UsageError("--style-weights blends several STYLE images, and 1 was given; "
+                             "give two or more STYLE paths after CONTENT, or drop --style-weights")
+        if len(args.style_weights) != n_styles:
+            example = ",".join([f"{1 / n_styles:.2g}"] * n_styles)
+            raise UsageError(f"--style-weights has {len(args.style_weights)} value{'s' if len(args.style_weights) != 1 else ''} "
+                             f"but {n_styles} STYLE images were given; give one per style, e.g. {example}")
+    if args.mask is not None:
+        if n_styles == 1:
+            raise UsageError("--mask places several STYLE images by region, and 1 was given; "
+                             "give one STYLE path per colour of the mask after CONTENT, or drop --mask")
+        if args.style_weights is not None:
+            raise UsageError("--mask and --style-weights exclude each other: with a mask each region takes one style "
+                             "whole; drop --style-weights (or --mask, to blend the styles everywhere)")
+    if args.color_method is not None and args.preserve_colors != "histogram":
+        raise UsageError(f"--color-method only applies to --preserve-colors histogram, "
+                         f"got {'no --preserve-colors' if args.preserve_colors is None else '--preserve-colors ' + args.preserve_colors}")
+
 
 def _check_output(path: Path) -> Path:
     """Fail before the run, not after it: the suffix, the folder, the permission."""
@@ -443,7 +527,7 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def _settings_line(kwargs: dict[str, Any]) -> str:
     shown = {k: v for k, v in kwargs.items() if v is not None and k != "precision" and not (k == "tv_weight" and v == 0)}
-    for key in ("scales", "steps", "size"):
+    for key in ("scales", "steps", "size", "style_weights"):
         if isinstance(shown.get(key), (list, tuple)):
             shown[key] = ",".join(map(str, shown[key]))
     for key in ("content_layers", "style_layers"):

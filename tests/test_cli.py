@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -46,6 +47,7 @@ def test_stylize_writes_png_and_settings(images, tmp_path, capsys):
     assert s["beta"] == 100 and s["variant"] == "gatys"
     assert s["style_layers"] == {"relu1_1": 0.5, "relu2_1": 0.5}
     assert s["content"] == str(content)
+    assert s["style"] == str(style) and s["style_weights"] is None  # one STYLE: a plain path, as before several
 
 
 def test_noise_level(images, tmp_path, capsys):
@@ -236,3 +238,179 @@ def test_weight_errors_read_the_same_in_the_library_and_the_command_line(images,
     with pytest.raises(ValueError) as e:
         resolve_weights("gatys", lambda_os=1.0)
     assert str(e.value) in line
+
+
+# -- several styles, colours, masks ---------------------------------------------------------------------
+
+def _has_style_masks() -> bool:
+    import inspect
+
+    from nstlib.stylize import stylize
+
+    return "style_masks" in inspect.signature(stylize).parameters
+
+
+needs_style_masks = pytest.mark.skipif(
+    not _has_style_masks(), reason="stylize(style_masks=...) is not in nstlib.stylize yet (the library part of --mask)")
+
+
+@pytest.fixture
+def style2(tmp_path) -> Path:
+    """A second style image, 36x30, other noise than the `images` fixture's."""
+    path = tmp_path / "style2.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (30, 36, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture
+def mask(tmp_path) -> Path:
+    """A label image at the content's size (40x32): left half black (STYLE 1), right half white (STYLE 2)."""
+    a = np.zeros((32, 40, 3), np.uint8)
+    a[:, 20:] = 255
+    path = tmp_path / "regions.png"
+    Image.fromarray(a).save(path)
+    return path
+
+
+def test_two_styles_with_weights(images, style2, tmp_path, capsys):
+    content, style = images
+    out = tmp_path / "blend.png"
+    code = main(["stylize", str(content), str(style), str(style2), "-o", str(out), *FAST, "--style-weights", "1,3"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert f"style:   {style}, {style2}" in captured.out and "style_weights=1.0,3.0" in captured.out
+    s = _settings_of(out)
+    assert s["style"] == [str(style), str(style2)]
+    assert s["style_weights"] == pytest.approx([0.25, 0.75])
+
+
+def test_two_styles_blend_equally_by_default(images, style2, tmp_path, capsys):
+    content, style = images
+    out = tmp_path / "equal.png"
+    assert main(["stylize", str(content), str(style), str(style2), "-o", str(out), *FAST]) == 0, capsys.readouterr().err
+    assert _settings_of(out)["style_weights"] == pytest.approx([0.5, 0.5])
+
+
+@pytest.mark.parametrize("extra, preserve, method", [
+    (["--preserve-colors", "luminance"], "luminance", None),
+    (["--preserve-colors", "histogram", "--color-method", "pca"], "histogram", "pca"),
+    (["--preserve-colors", "histogram"], "histogram", "cholesky"),
+])
+def test_preserve_colors(images, tmp_path, capsys, extra, preserve, method):
+    content, style = images
+    out = tmp_path / "colors.png"
+    assert main(["stylize", str(content), str(style), "-o", str(out), *FAST, *extra]) == 0, capsys.readouterr().err
+    s = _settings_of(out)
+    assert s["preserve_colors"] == preserve and s["color_method"] == method
+
+
+def test_color_choices_are_the_librarys():
+    from nstlib import cli, color
+
+    assert cli.PRESERVE_COLORS == color.PRESERVE_COLORS and cli.COLOR_METHODS == color.COLOR_METHODS
+
+
+@pytest.mark.parametrize("n_styles, extra, code, words", [
+    (2, ["--style-weights", "1"], 2, "--style-weights has 1 value but 2 STYLE images were given; give one per style, e.g. 0.5,0.5"),
+    (2, ["--style-weights", "1,2,3"], 2, "has 3 values but 2 STYLE images"),
+    (2, ["--style-weights", "0.7,-0.3"], 2, "expected finite numbers >= 0 (e.g. 0.7,0.3), got -0.3"),
+    (2, ["--style-weights", "0,0"], 2, "all 0"),
+    (2, ["--style-weights", "much,little"], 2, "expected numbers >= 0 separated by commas, one per STYLE"),
+    (2, ["--style-weights", "1,nan"], 2, "finite numbers >= 0"),
+    (1, ["--style-weights", "1"], 2, "--style-weights blends several STYLE images, and 1 was given"),
+    (1, ["--color-method", "pca"], 2, "--color-method only applies to --preserve-colors histogram, got no --preserve-colors"),
+    (1, ["--preserve-colors", "luminance", "--color-method", "pca"], 2, "only applies to --preserve-colors histogram"),
+    (1, ["--preserve-colors", "sepia"], 2, "invalid choice: 'sepia'"),
+    (1, ["--color-method", "svd", "--preserve-colors", "histogram"], 2, "invalid choice: 'svd'"),
+    (1, ["--mask", "{mask}"], 2, "--mask places several STYLE images by region, and 1 was given"),
+    (2, ["--mask", "{mask}", "--style-weights", "1,1"], 2, "--mask and --style-weights exclude each other"),
+    (2, ["--mask", "{d}/nope.png"], 1, "no image file"),
+])
+def test_bad_style_options(images, style2, mask, tmp_path, capsys, monkeypatch, n_styles, extra, code, words):
+    """Usage errors and missing files are refused before the weights load."""
+    def too_late(*args, **kwargs):
+        raise AssertionError("the weights were loaded before the options were checked")
+
+    monkeypatch.setattr("nstlib.vgg.load_vgg", too_late)
+    content, style = images
+    styles = [str(style), str(style2)][:n_styles]
+    extra = [a.format(mask=mask, d=tmp_path) for a in extra]
+    out = tmp_path / "x.png"
+    got, line = run_error(capsys, ["stylize", str(content), *styles, "-o", str(out), *FAST, *extra])
+    assert got == code and words in line, line
+    assert not out.exists()
+
+
+def test_a_missing_second_style_fails_before_the_weights_load(images, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("nstlib.vgg.load_vgg", lambda *a, **k: pytest.fail("weights loaded before the STYLE files were checked"))
+    content, style = images
+    missing = tmp_path / "nope.jpg"
+    code, line = run_error(capsys, ["stylize", str(content), str(style), str(missing), "-o", str(tmp_path / "x.png"), *FAST])
+    assert code == 1 and "no image file" in line and str(missing) in line
+
+
+def test_output_naming_the_second_style_or_the_mask_is_refused(images, style2, mask, tmp_path, capsys):
+    content, style = images
+    for target, what in ((style2, "STYLE"), (mask, "--mask")):
+        before = target.read_bytes()
+        code, line = run_error(capsys, ["stylize", str(content), str(style), str(style2), "-o", str(target), *FAST,
+                                        "--mask", str(mask)])
+        assert code == 2 and f"is the {what} image itself" in line
+        assert target.read_bytes() == before
+
+
+def test_a_style_after_an_option_gets_a_hint(images, style2, tmp_path, capsys):
+    content, style = images
+    code, line = run_error(capsys, ["stylize", str(content), str(style), "-o", str(tmp_path / "x.png"), str(style2), *FAST])
+    assert code == 2 and f"unrecognized arguments: {style2}" in line and "STYLE paths go together after CONTENT" in line
+
+
+@needs_style_masks
+def test_mask_with_two_styles(images, style2, mask, tmp_path, capsys):
+    content, style = images
+    out = tmp_path / "regions_out.png"
+    code = main(["stylize", str(content), str(style), str(style2), "-o", str(out), *FAST, "--mask", str(mask)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert f"mask:    {mask}" in captured.out
+    s = _settings_of(out)
+    assert s["style"] == [str(style), str(style2)] and s["style_masks"] == str(mask) and s["style_weights"] is None
+
+
+@needs_style_masks
+def test_mask_with_more_colours_than_styles(images, style2, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("nstlib.vgg.load_vgg", lambda *a, **k: pytest.fail("weights loaded before the mask was checked"))
+    content, style = images
+    a = np.zeros((32, 40, 3), np.uint8)
+    a[:, 13:26] = 128
+    a[:, 26:] = 255
+    three = tmp_path / "three.png"
+    Image.fromarray(a).save(three)
+    code, line = run_error(capsys, ["stylize", str(content), str(style), str(style2), "-o", str(tmp_path / "x.png"), *FAST,
+                                    "--mask", str(three)])
+    assert code == 1 and "3 distinct colour" in line
+
+
+def test_mask_without_library_support_says_so(images, style2, mask, tmp_path, capsys, monkeypatch):
+    """Until stylize takes style_masks, --mask is one clear line, not a TypeError."""
+    monkeypatch.setattr("nstlib.stylize.stylize", lambda content, style, **kwargs: None)
+    content, style = images
+    code, line = run_error(capsys, ["stylize", str(content), str(style), str(style2), "-o", str(tmp_path / "x.png"), *FAST,
+                                    "--mask", str(mask)])
+    assert code == 2 and "--mask needs stylize(style_masks=...)" in line
+
+
+def test_the_readme_command_lines_parse():
+    """Every `python -m nstlib ...` example of the README is a valid command line (parsed, not run)."""
+    import shlex
+
+    from nstlib.cli import _check_style_options, build_parser
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    lines = [line.split("#")[0] for line in readme.splitlines() if line.startswith("python -m nstlib ")]
+    assert any("--mask" in line for line in lines) and any("--style-weights" in line for line in lines)
+    parser = build_parser()
+    for line in lines:
+        args = parser.parse_args(shlex.split(line)[3:])
+        if args.command == "stylize":
+            _check_style_options(args, len(args.style))

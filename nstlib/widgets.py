@@ -217,6 +217,15 @@ class TuningPanel:
 
         log = dict(base=10, step=0.25, readout_format=".1e", continuous_update=False)
         self.content, self.style = _ImageChooser("Content", content), _ImageChooser("Style", style)
+        # A second painting (a course image) blended into the first: its share of the Gram targets.
+        paintings = [(f"{i.key} ({i.role})", i.key) for i in data.list_images()]
+        self.style2 = W.Dropdown(options=[("none", "")] + paintings, value="", description="2nd style")
+        self.blend = W.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="its share",
+                                   readout_format=".2f", continuous_update=False)
+        self.colors = W.Dropdown(options=[("the painting's", "painting"), ("the photo's: luminance only", "luminance"),
+                                          ("the photo's: histogram (Cholesky)", "histogram-cholesky"),
+                                          ("the photo's: histogram (PCA)", "histogram-pca")],
+                                 value="painting", description="colours")
         self.size = W.IntSlider(value=size or (512 if gpu else 128), min=16, max=1024, step=16, description="size (px)")
         self.steps = W.IntSlider(value=steps or (500 if gpu else 150), min=1, max=2000, description="steps")
         self.optimizer = W.ToggleButtons(options=["lbfgs", "adam"])
@@ -254,7 +263,7 @@ class TuningPanel:
 
         weights_rows = [W.HBox([cb, sl], layout={"margin": "0 0 0 1em"}) for cb, sl in zip(self.layer_on, self.layer_w)]
         self.controls = W.VBox([
-            *self.content.widgets, *self.style.widgets, self.size, self.steps, _row("optimizer", self.optimizer),
+            *self.content.widgets, *self.style.widgets, self.style2, self.blend, self.colors, self.size, self.steps, _row("optimizer", self.optimizer),
             _row("loss", self.variant), self.ratio, self.lambda_os, self.layer_set, *weights_rows, self.content_layer,
             _row("init", self.init), _row("pooling", self.pooling), self.tv_weight, self.seed, self.device,
         ], layout={"width": "480px", "min_width": "480px"})
@@ -263,7 +272,7 @@ class TuningPanel:
                 w.style.button_width = "7.5em"
             if not isinstance(w, W.Checkbox) and getattr(w, "style", None) is not None and w.style.has_trait("description_width"):
                 w.style.description_width = _LABEL
-            if isinstance(w, (W.Dropdown, W.Text, W.FloatText, W.IntText, W.IntSlider, W.FloatLogSlider)) and w.description:
+            if isinstance(w, (W.Dropdown, W.Text, W.FloatText, W.IntText, W.IntSlider, W.FloatSlider, W.FloatLogSlider)) and w.description:
                 w.layout.width = "440px"
         self.view = W.VBox([W.HBox([self.run_button, self.stop_button, self.save_button]), self.save_dir,
                             self.notice_box, self.preview, self.progress, self.status, self.plot, self.thumbs, self.info],
@@ -276,6 +285,7 @@ class TuningPanel:
         self.save_button.on_click(lambda _: self._save_clicked())
         self.variant.observe(lambda _: self._show_weights(), "value")
         self.layer_set.observe(lambda _: self._label_layers(), "value")
+        self.style2.observe(lambda _: self._show_weights(), "value")
         self._show_weights()
         self._set_message("Ready: press Run.")
         self._cpu_note = "" if gpu else (
@@ -301,6 +311,7 @@ class TuningPanel:
         gatys = self.variant.value == "gatys"
         self.ratio.layout.display = None if gatys else "none"
         self.lambda_os.layout.display = "none" if gatys else None
+        self.blend.layout.display = None if self.style2.value else "none"
 
     def _label_layers(self) -> None:
         for cb, name in zip(self.layer_on, _layers_of(self.layer_set.value, self._arch)):
@@ -328,7 +339,8 @@ class TuningPanel:
         """Every control's value, JSON-ready; `from_settings` takes it back."""
         names = _layers_of(self.layer_set.value, self._arch)
         return {
-            "content": self.content.spec(), "style": self.style.spec(), "size": self.size.value,
+            "content": self.content.spec(), "style": self.style.spec(), "style2": self.style2.value,
+            "blend": self.blend.value, "colors": self.colors.value, "size": self.size.value,
             "steps": self.steps.value, "optimizer": self.optimizer.value, "variant": self.variant.value,
             "alpha_over_beta": self.ratio.value, "lambda_os": self.lambda_os.value, "style_layer_set": self.layer_set.value,
             "style_weights": {n: (s.value if cb.value else 0.0) for n, cb, s in zip(names, self.layer_on, self.layer_w)},
@@ -370,7 +382,8 @@ class TuningPanel:
         simple = {"size": self.size, "steps": self.steps, "optimizer": self.optimizer, "variant": self.variant,
                   "alpha_over_beta": self.ratio, "lambda_os": self.lambda_os, "style_layer_set": self.layer_set,
                   "content_layer": self.content_layer, "init": self.init, "pooling": self.pooling,
-                  "tv_weight": self.tv_weight, "seed": self.seed, "device": self.device}
+                  "tv_weight": self.tv_weight, "seed": self.seed, "device": self.device, "style2": self.style2,
+                  "blend": self.blend, "colors": self.colors}
         for key, w in simple.items():
             if key in s:
                 try:
@@ -457,10 +470,21 @@ class TuningPanel:
                 raise ValueError("every style layer is switched off: tick at least one, or use the gatys loss.")
             weights = ({"alpha": 1.0, "beta": 1.0 / s["alpha_over_beta"]} if s["variant"] == "gatys"
                        else {"lambda_os": s["lambda_os"]})
+            styles: Any = style
+            blend: dict[str, Any] = {}
+            if s.get("style2"):  # two paintings: the second's share of the Gram targets is the slider's
+                second, note = data.load_or_fallback(s["style2"], size=s["size"])
+                styles, blend = [style, second], {"style_weights": [1.0 - s["blend"], s["blend"]]}
+                if s["blend"] in (0.0, 1.0):
+                    self._note(f"The share of the 2nd style is {s['blend']:g}: only one painting counts.")
+            colors = s.get("colors", "painting")
+            if colors != "painting":
+                method = colors.partition("-")[2] or "cholesky"
+                blend.update(preserve_colors=colors.partition("-")[0], color_method=method)
             self.progress.max, self.progress.value = s["steps"], 0
             self._set_message("Computing the targets…")
             self.result = stylize(
-                content, style, variant=s["variant"], content_layers=[s["content_layer"]], style_layers=layers,
+                content, styles, **blend, variant=s["variant"], content_layers=[s["content_layer"]], style_layers=layers,
                 tv_weight=s["tv_weight"], init=s["init"], seed=s["seed"], optimizer=s["optimizer"], steps=s["steps"],
                 extractor=net, device=s["device"], callback=self._on_step, callback_every=1, stop=self._stop,
                 progress=False, **weights,

@@ -290,3 +290,20 @@ def test_compare_runs_a_then_b_side_by_side():
     assert c.a.result.wall_time > 0 and c.b.result.settings["variant"] == "normalized"
     c.copy_button.click()
     assert c.differences() == []
+
+
+def test_second_style_blend_and_colours(panel):
+    assert panel.blend.layout.display == "none"          # no second style: no share slider
+    panel.from_settings({"style2": "starry_night", "blend": 0.25, "colors": "histogram-pca"})
+    assert panel.blend.layout.display is None
+    assert panel.run() and panel.wait(WAIT)
+    assert panel.error is None, panel.message
+    s = panel.result.settings
+    assert s["style_weights"] == [0.75, 0.25] and len(s["style"]) == 2
+    assert s["preserve_colors"] == "histogram" and s["color_method"] == "pca"
+    panel.from_settings({"style2": "", "colors": "luminance"})
+    assert panel.run() and panel.wait(WAIT)
+    assert panel.error is None, panel.message
+    s = panel.result.settings
+    assert s["style_weights"] is None and s["preserve_colors"] == "luminance"
+    assert panel.settings()["colors"] == "luminance" and panel.settings()["style2"] == ""

@@ -359,11 +359,8 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
             kwargs["color_method"] = args.color_method or "cholesky"
 
     # Cheap checks first, so that a typo in a path does not cost a weights download.
-    from nstlib.images import load_image
-
+    from nstlib.images import load_image, target_size
     from nstlib.stylize import plan_scales
-
-    from nstlib.images import target_size
 
     content_hw = target_size(tuple(load_image(args.content).shape[-2:]), args.size)
     for style in styles:
@@ -419,7 +416,12 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
     with _no_ctrl_c():  # the best image so far is in memory: a Ctrl-C now must not lose it
         path = result.save(out)
     per_step = f" ({result.wall_time / result.steps_done:.3g} s/step)" if result.steps_done else ""
-    memory = f", peak GPU memory {result.peak_memory_mib:.0f} MiB" if result.peak_memory_mib is not None else ""
+    if result.peak_memory_mib is not None:
+        memory = f", peak GPU memory {result.peak_memory_mib:.0f} MiB"
+    else:  # the CPU: the process's peak resident memory (weights and images included)
+        from nstlib.bench import peak_memory_mib
+
+        memory = f", peak memory {peak_memory_mib(device):.0f} MiB (process)"
     print(f"time:    {result.wall_time:.1f} s for {result.steps_done} steps{per_step}, final loss {float(result.loss[0]):.4g}{memory}")
     interrupted = result.stop_reason is StopReason.INTERRUPTED
     if interrupted:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +39,7 @@ def test_stylize_writes_png_and_settings(images, tmp_path, capsys):
     assert code == 0
     stdout = capsys.readouterr().out
     assert "RANDOM weights" in stdout  # the weights line
+    assert re.search(r"peak memory \d+ MiB \(process\)", stdout), stdout   # the CPU's peak, printed after the time
     assert str(out) in stdout and str(out.with_suffix(".json")) in stdout
     with Image.open(out) as img:
         assert img.size == (40, 32)  # (W, H): longest side 40, aspect kept

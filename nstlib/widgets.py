@@ -6,7 +6,9 @@
 The run goes in a background thread, so the kernel keeps answering the panel while the
 network works: Stop is seen at once, and a second Run is refused while one is going. The
 thread updates the preview image and the loss plot at most every `preview_every_s` /
-`plot_every_s` seconds (ipywidgets sends trait changes from any thread over the comm).
+`plot_every_s` seconds (ipywidgets sends trait changes from any thread over the comm). The
+thread, the stop and the one-run-per-kernel rule are `nstlib.runner.RunController`'s; the
+settings, their JSON and `stylize`'s arguments are `nstlib.panel_settings.PanelSettings`'s.
 Everything a student can get wrong (no image, a file that is not an image, a size too small
 for the chosen layers, weights that cannot be loaded) ends as a message in the panel.
 
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import html
 import json
-import math
 import os
 import threading
 import time
@@ -37,6 +38,8 @@ from nstlib import data
 from nstlib._io import atomic_write
 from nstlib.devices import describe_device, pick_device
 from nstlib.images import load_image, to_pil
+from nstlib.panel_settings import PanelSettings
+from nstlib.runner import RunController, Throttle
 from nstlib.stylize import StepInfo, StyleResult, stylize
 from nstlib.vgg import VGGFeatures, load_vgg, style_layer_preset
 from nstlib.weights import ENV_VAR
@@ -51,9 +54,6 @@ _LABEL = "8em"  # one width for the controls' labels, so that they line up
 _nets: dict[tuple[str, str, str], VGGFeatures] = {}
 _nets_lock = threading.Lock()
 _warm_thread: threading.Thread | None = None
-_run_started = threading.Event()
-_run_lock = threading.Lock()
-_active: "TuningPanel | None" = None  # the panel whose run goes (or went) last
 
 
 def _extractor(weights: str, pooling: str, device: str) -> VGGFeatures:
@@ -72,7 +72,7 @@ def _warm_up(weights: str, pooling: str, device: str) -> None:
     try:
         torch.optim.LBFGS([torch.zeros(1, requires_grad=True)])
         Figure(figsize=(1, 1)).savefig(BytesIO(), format="png")
-        if not _run_started.is_set():  # else it would only compete with that run
+        if not RunController.started_any.is_set():  # else it would only compete with that run
             img = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
             stylize(img, img, extractor=_extractor(weights, pooling, device), device=device, steps=1, progress=False)
     except Exception:  # a real run reports any problem in the panel
@@ -203,14 +203,16 @@ class TuningPanel:
         _start_warm_up(self.weights, "avg", dev.type)  # while the panel is built and shown
         self.preview_every_s, self.plot_every_s = preview_every_s, plot_every_s
         self._arch = "vgg19"  # of the network last loaded: it names Choi & Kim's layers
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
+        # One run at a time per process (shared by every panel); previews and plots throttled.
+        self._runner = RunController("nstlib-tuning")
+        self._preview_throttle, self._plot_throttle = Throttle(preview_every_s), Throttle(plot_every_s)
         self.result: StyleResult | None = None
         self.error: BaseException | None = None
         self.preview_updates = self.plot_updates = self.refused = 0
         self.first_preview_s: float | None = None
         self.message = self.notice = ""
         self._run_settings: dict[str, Any] = {}
+        self._run_panel_settings = PanelSettings()
         self._run_uploads: dict[str, tuple[str, bytes]] = {}
         self._losses: list[tuple[int, float]] = []
         self._fig = Figure(figsize=(3.6, 2.0), dpi=80, layout="constrained")
@@ -337,16 +339,19 @@ class TuningPanel:
     # -- settings ---------------------------------------------------------------------------
     def settings(self) -> dict[str, Any]:
         """Every control's value, JSON-ready; `from_settings` takes it back."""
+        return self._panel_settings().to_dict()
+
+    def _panel_settings(self) -> PanelSettings:
         names = _layers_of(self.layer_set.value, self._arch)
-        return {
-            "content": self.content.spec(), "style": self.style.spec(), "style2": self.style2.value,
-            "blend": self.blend.value, "colors": self.colors.value, "size": self.size.value,
-            "steps": self.steps.value, "optimizer": self.optimizer.value, "variant": self.variant.value,
-            "alpha_over_beta": self.ratio.value, "lambda_os": self.lambda_os.value, "style_layer_set": self.layer_set.value,
-            "style_weights": {n: (s.value if cb.value else 0.0) for n, cb, s in zip(names, self.layer_on, self.layer_w)},
-            "content_layer": self.content_layer.value, "init": self.init.value, "pooling": self.pooling.value,
-            "tv_weight": self.tv_weight.value, "seed": self.seed.value, "device": self.device.value, "weights": self.weights,
-        }
+        return PanelSettings(
+            content=self.content.spec(), style=self.style.spec(), style2=self.style2.value,
+            blend=self.blend.value, colors=self.colors.value, size=self.size.value,
+            steps=self.steps.value, optimizer=self.optimizer.value, variant=self.variant.value,
+            alpha_over_beta=self.ratio.value, lambda_os=self.lambda_os.value, style_layer_set=self.layer_set.value,
+            style_weights={n: (s.value if cb.value else 0.0) for n, cb, s in zip(names, self.layer_on, self.layer_w)},
+            content_layer=self.content_layer.value, init=self.init.value, pooling=self.pooling.value,
+            tv_weight=self.tv_weight.value, seed=self.seed.value, device=self.device.value, weights=self.weights,
+        )
 
     def from_settings(self, settings: Mapping[str, Any] | str | os.PathLike) -> "TuningPanel":
         """Set every control from `settings()`'s dict or a JSON written by `save` (its path, .json or .png).
@@ -368,9 +373,7 @@ class TuningPanel:
         if "panel" in settings:
             meta, settings = settings, settings["panel"]
         s = dict(settings)
-        unknown = set(s) - set(self.settings())
-        if unknown:
-            raise ValueError(f"unknown settings {sorted(unknown)}; expected the keys of TuningPanel.settings().")
+        PanelSettings.from_dict(s)  # unknown keys: a ValueError naming them, before any control changes
         if meta.get("stopped") and isinstance(meta.get("steps_done"), int):
             s["steps"] = meta["steps_done"]
         if "device" in s and s["device"] not in self.device.options:
@@ -405,7 +408,7 @@ class TuningPanel:
     # -- running ------------------------------------------------------------------------------
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._runner.running
 
     def run(self) -> bool:
         """Start a run in a background thread; False (and a note in the panel) if a run is going.
@@ -413,99 +416,86 @@ class TuningPanel:
         One run at a time per process, in any panel: two would share the processor (or the GPU's
         memory) and each be slower than both one after the other.
         """
-        global _active
-        with _run_lock:
-            busy = self if self.running else (_active if _active is not None and _active.running else None)
-            if busy is not None:
-                self.refused += 1
-                where = "" if busy is self else " in another panel"
-                self._note(f"Run ignored: a run is already going{where}. Press its Stop first, or wait for it to end.",
-                           error=True)
-                return False
-            _active = self
-            self._t0 = time.perf_counter()
-            _run_started.set()
-            self.result, self.error, self.first_preview_s = None, None, None
-            self.preview_updates = self.plot_updates = 0
-            self._losses, self._last_preview, self._last_plot = [], -math.inf, -math.inf
-            self._stop = threading.Event()
-            self._run_settings = self.settings()
-            self._run_uploads = {k: up for k, c in (("content", self.content), ("style", self.style))
-                                 if (up := c.upload_bytes()) is not None}
-            self._note("")
-            self._set_message("Starting…")
-            self.run_button.disabled, self.stop_button.disabled = True, False
-            self._thread = threading.Thread(target=self._work, args=(self._run_settings,), daemon=True, name="nstlib-tuning")
-            self._thread.start()
+        if self._runner.start(self._work, on_done=self._ended, on_error=self._failed, before=self._reset_for_run):
             return True
+        self.refused += 1
+        where = "" if self.running else " in another panel"
+        self._note(f"Run ignored: a run is already going{where}. Press its Stop first, or wait for it to end.",
+                   error=True)
+        return False
+
+    def _reset_for_run(self) -> None:
+        """The state of a new run, set before its thread starts (under the runner's lock)."""
+        self._t0 = time.perf_counter()
+        self.result, self.error, self.first_preview_s = None, None, None
+        self.preview_updates = self.plot_updates = 0
+        self._losses = []
+        # The intervals are read at each run: a notebook may change preview_every_s between runs.
+        self._preview_throttle.every_s, self._plot_throttle.every_s = self.preview_every_s, self.plot_every_s
+        self._preview_throttle.reset()
+        self._plot_throttle.reset()
+        self._run_panel_settings = self._panel_settings()
+        self._run_settings = self._run_panel_settings.to_dict()
+        self._run_uploads = {k: up for k, c in (("content", self.content), ("style", self.style))
+                             if (up := c.upload_bytes()) is not None}
+        self._note("")
+        self._set_message("Starting…")
+        self.run_button.disabled, self.stop_button.disabled = True, False
 
     def stop(self) -> None:
         """Ask the run to end after the current step; the best image so far is kept."""
         if self.running:
-            self._stop.set()
+            self._runner.stop()
             self._set_message("Stopping…")
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for the run to end (at most `timeout` s). True if no run is going any more."""
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
-        return not self.running
+        return self._runner.wait(timeout)
 
-    def _work(self, s: dict[str, Any]) -> None:
-        try:
-            net = _extractor(s["weights"], s["pooling"], s["device"])
-            self._show_info(net, s["device"])
-            self._set_message("Loading the images…")
-            content, c_note = self.content.load(s["size"])
-            style, s_note = self.style.load(s["size"])
-            for thumb, img in zip(self.thumbs.children, (content, style)):
-                thumb.value = _png(img)
-            self.thumbs.layout.display = None
-            notes = [n for n in (c_note, s_note) if n.startswith("Could not")]
-            if notes:
-                self._note(" ".join(notes))
-            layers = {n: w for n, w in s["style_weights"].items() if w > 0}
-            if not layers and s["variant"] == "normalized":
-                raise ValueError("every style layer is switched off: tick at least one, or use the gatys loss.")
-            weights = ({"alpha": 1.0, "beta": 1.0 / s["alpha_over_beta"]} if s["variant"] == "gatys"
-                       else {"lambda_os": s["lambda_os"]})
-            styles: Any = style
-            blend: dict[str, Any] = {}
-            if s.get("style2"):  # two paintings: the second's share of the Gram targets is the slider's
-                second, note = data.load_or_fallback(s["style2"], size=s["size"])
-                styles, blend = [style, second], {"style_weights": [1.0 - s["blend"], s["blend"]]}
-                if s["blend"] in (0.0, 1.0):
-                    self._note(f"The share of the 2nd style is {s['blend']:g}: only one painting counts.")
-            colors = s.get("colors", "painting")
-            if colors != "painting":
-                method = colors.partition("-")[2] or "cholesky"
-                blend.update(preserve_colors=colors.partition("-")[0], color_method=method)
-            self.progress.max, self.progress.value = s["steps"], 0
-            self._set_message("Computing the targets…")
-            self.result = stylize(
-                content, styles, **blend, variant=s["variant"], content_layers=[s["content_layer"]], style_layers=layers,
-                tv_weight=s["tv_weight"], init=s["init"], seed=s["seed"], optimizer=s["optimizer"], steps=s["steps"],
-                extractor=net, device=s["device"], callback=self._on_step, callback_every=1, stop=self._stop,
-                progress=False, **weights,
-            )
-            self._finish(self.result)
-        except Exception as e:  # a message in the panel, never a traceback in the notebook
-            self.error = e
-            self._set_message(f"Cannot run: {e}", error=True)
-        finally:
-            self.run_button.disabled, self.stop_button.disabled = False, True
+    def _work(self, stop: threading.Event) -> StyleResult:
+        """The run, in the runner's thread; an exception ends in `_failed` (a message in the panel)."""
+        s = self._run_panel_settings
+        net = _extractor(s.weights, s.pooling, s.device)
+        self._show_info(net, s.device)
+        self._set_message("Loading the images…")
+        content, c_note = self.content.load(s.size)
+        style, s_note = self.style.load(s.size)
+        for thumb, img in zip(self.thumbs.children, (content, style)):
+            thumb.value = _png(img)
+        self.thumbs.layout.display = None
+        notes = [n for n in (c_note, s_note) if n.startswith("Could not")]
+        if notes:
+            self._note(" ".join(notes))
+        kwargs = s.stylize_kwargs()  # ValueError if every style layer is off with the normalized loss
+        styles: Any = style
+        if s.style2:  # two paintings: the second's share of the Gram targets is the slider's
+            second, note = data.load_or_fallback(s.style2, size=s.size)
+            styles = [style, second]
+            if s.blend in (0.0, 1.0):
+                self._note(f"The share of the 2nd style is {s.blend:g}: only one painting counts.")
+        self.progress.max, self.progress.value = s.steps, 0
+        self._set_message("Computing the targets…")
+        self.result = stylize(content, styles, **kwargs, extractor=net, callback=self._on_step, callback_every=1,
+                              stop=stop, progress=False)
+        self._finish(self.result)
+        return self.result
+
+    def _ended(self, _result: StyleResult) -> None:
+        self.run_button.disabled, self.stop_button.disabled = False, True
+
+    def _failed(self, e: Exception) -> None:
+        # A message in the panel, never a traceback in the notebook.
+        self.error = e
+        self._set_message(f"Cannot run: {e}", error=True)
+        self.run_button.disabled, self.stop_button.disabled = False, True
 
     def _on_step(self, info: StepInfo) -> None:
         self._losses.append((info.step, info.loss))
-        now = time.perf_counter()
-        if now - self._last_preview >= self.preview_every_s:
-            self._last_preview = now
+        if self._preview_throttle.ready():
             self._show(info.image)
             self.progress.value = info.step
             self._set_message(f"step {info.step}/{info.steps}  loss {info.loss:.4g}  {info.elapsed:.1f} s")
-        if now - self._last_plot >= self.plot_every_s:
-            self._last_plot = now
+        if self._plot_throttle.ready():
             self._draw_plot()
 
     def _show(self, image: torch.Tensor) -> None:
@@ -586,8 +576,7 @@ class ComparePanel:
     def __init__(self, **kwargs: Any) -> None:
         self.a = TuningPanel(**kwargs)
         self.b = TuningPanel(**kwargs)
-        self._thread: threading.Thread | None = None
-        self._cancel = threading.Event()
+        self._runner = RunController("nstlib-compare", exclusive=False)
         self.run_button = W.Button(description="Run A, then B", button_style="success", icon="play")
         self.stop_button = W.Button(description="Stop", button_style="danger", icon="stop")
         self.copy_button = W.Button(description="Copy A → B", icon="copy")
@@ -623,31 +612,27 @@ class ComparePanel:
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._runner.running
 
     def run(self) -> bool:
         """Run A, then B, in a background thread; False if a run is going."""
-        if self.running or (_active is not None and _active.running):
+        # The sequence does not take the process's run slot (A's and B's runs do), so it asks.
+        if self._runner.running or self._runner.busy_elsewhere():
             self.a._note("Run ignored: a run is already going. Press its Stop first, or wait for it to end.", error=True)
             return False
         self._show_diff()
-        self._cancel.clear()
-        self._thread = threading.Thread(target=self._work, daemon=True, name="nstlib-compare")
-        self._thread.start()
-        return True
+        return self._runner.start(self._work)
 
-    def _work(self) -> None:
+    def _work(self, stop: threading.Event) -> None:
         for p in (self.a, self.b):
-            if self._cancel.is_set() or not p.run():
+            if stop.is_set() or not p.run():
                 return
             p.wait()
 
     def stop(self) -> None:
-        self._cancel.set()
+        self._runner.stop()
         self.a.stop()
         self.b.stop()
 
     def wait(self, timeout: float | None = None) -> bool:
-        if self._thread is not None:
-            self._thread.join(timeout)
-        return not self.running
+        return self._runner.wait(timeout)

@@ -307,3 +307,22 @@ def test_second_style_blend_and_colours(panel):
     s = panel.result.settings
     assert s["style_weights"] is None and s["preserve_colors"] == "luminance"
     assert panel.settings()["colors"] == "luminance" and panel.settings()["style2"] == ""
+
+
+def test_settings_are_panel_settings_with_the_same_defaults():
+    from nstlib.panel_settings import PanelSettings
+    p = TuningPanel(weights=WEIGHTS, device="cpu")
+    assert p.settings() == PanelSettings(weights=WEIGHTS).to_dict()
+    assert list(p.settings()) == list(PanelSettings.keys())
+    assert PanelSettings.from_dict(p.settings()).stylize_kwargs()["beta"] == pytest.approx(1e3)
+
+
+def test_compare_refuses_while_another_panel_runs(panel):
+    c = ComparePanel(content="chelsea", style="swirls", size=32, steps=2, weights=WEIGHTS)
+    panel.steps.value = 2000
+    assert panel.run()
+    assert not c.run() and "already going" in c.a.notice
+    panel.stop()
+    assert panel.wait(WAIT)
+    assert c.run() and c.wait(WAIT)
+    assert c.a.result.steps_done == 2 and c.b.result.steps_done == 2

@@ -636,3 +636,7 @@ class ComparePanel:
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._runner.wait(timeout)
+
+
+# The layer explorer reuses this module's helpers, so it is imported last (no import cycle).
+from nstlib.explorer import LayerExplorer  # noqa: E402, F401

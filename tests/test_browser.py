@@ -28,6 +28,7 @@ import pytest
 from browser_tools import ARTIFACTS, CHROMIUM_FLAGS, ROOT  # the `chromium` fixture is in conftest.py
 
 NOTEBOOK = ROOT / "notebooks" / "06_interactive_tuning.ipynb"
+EXPLORER_NOTEBOOK = ROOT / "notebooks" / "01_setup_and_tour.ipynb"   # ends with the LayerExplorer
 
 pytestmark = pytest.mark.timeout(360)
 
@@ -54,8 +55,9 @@ RUN_ALL_JS = """async () => {
 }"""
 # True when every code cell ran and the kernel is idle again.
 ALL_RAN_JS = """() => {
-    const nb = window.jupyterapp.shell.currentWidget;
-    const k = nb.sessionContext.session.kernel;
+    const nb = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+    const k = nb && nb.sessionContext && nb.sessionContext.session && nb.sessionContext.session.kernel;
+    if (!k) return false;
     const cells = nb.content.widgets.filter(c => c.model.type === 'code');
     return k.status === 'idle' && cells.every(c => c.model.executionCount !== null);
 }"""
@@ -69,9 +71,10 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    """JupyterLab serving a copy of notebook 6: yields (base URL, token, its log file); always stopped."""
+    """JupyterLab serving copies of notebooks 6 and 1: yields (base URL, token, its log file); always stopped."""
     root = tmp_path_factory.mktemp("lab")
-    shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
+    for nb in (NOTEBOOK, EXPLORER_NOTEBOOK):
+        shutil.copy(nb, root / nb.name)
     home = tmp_path_factory.mktemp("jupyter-home")
     port, token = free_port(), secrets.token_hex(16)
     env = dict(os.environ)
@@ -181,6 +184,70 @@ def test_panel_in_jupyterlab_previews_live_and_stops(chromium, lab, tmp_path):
             panel.screenshot(path=str(ARTIFACTS / "browser-panel.png"))
         except BaseException:
             page.screenshot(path=str(ARTIFACTS / "browser-failure.png"), full_page=True)  # to see what went wrong
+            log.seek(0)
+            print("jupyter lab's log (end):\n" + log.read()[-3000:])
+            raise
+        finally:
+            browser.close()
+
+
+# The index of the first <option> whose text starts with `arg` in a <select> (-1: none).
+OPTION_JS = """(sel, prefix) => Array.from(sel.options).findIndex(o => o.text.trim().startsWith(prefix))"""
+
+
+def test_layer_explorer_in_jupyterlab(chromium, lab, tmp_path):
+    """Notebook 1's LayerExplorer: choose a layer, the montage changes; start a reconstruction,
+    its previews change; Stop ends it. Screenshot: test-artifacts/browser-explorer.png."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the Python package playwright is not installed (pip install playwright)")
+    base, token, log = lab
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "browser-explorer-failure.png").unlink(missing_ok=True)
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=chromium, headless=True, args=CHROMIUM_FLAGS,
+            viewport={"width": 1500, "height": 1100},
+        )
+        page = browser.new_page()
+        page.set_default_timeout(60_000)
+        try:
+            page.goto(f"{base}/lab/tree/{EXPLORER_NOTEBOOK.name}?token={token}")
+            run_all(page)
+            page.wait_for_function(ALL_RAN_JS, timeout=180_000, polling=500)
+            errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']")
+            assert errors.count() == 0, f"a cell failed:\n{errors.first.inner_text()}"
+
+            ex = page.locator(".nst-explorer").first
+            ex.wait_for(state="attached")
+            ex.scroll_into_view_if_needed()
+            montage, recon = ex.locator("img.nst-montage"), ex.locator("img.nst-recon")
+            page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=montage.element_handle(), timeout=30_000)
+            before = montage.evaluate(PIXELS_JS)
+            layer = next(sel for sel in ex.locator("select").all() if sel.evaluate(OPTION_JS, "relu4_1") >= 0)
+            layer.select_option(index=layer.evaluate(OPTION_JS, "relu4_1"))
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 30 and not _differs(montage.evaluate(PIXELS_JS), before):
+                time.sleep(0.1)
+            changed_after = time.monotonic() - t0
+            print(f"\nbrowser: the montage changed {changed_after:.2f} s after choosing relu4_1")
+            assert _differs(montage.evaluate(PIXELS_JS), before), "the montage did not change after choosing a layer"
+
+            ex.locator("button.nst-recon-start").click()
+            t_click = time.monotonic()
+            seen = [recon.evaluate(PIXELS_JS)]
+            while time.monotonic() - t_click < 60 and len(seen) < 4:
+                px = recon.evaluate(PIXELS_JS)
+                if px is not None and _differs(px, seen[-1]):
+                    seen.append(px)
+                time.sleep(0.15)
+            assert len(seen) >= 4, f"the reconstruction preview changed only {len(seen) - 1} times in 60 s"
+            ex.screenshot(path=str(ARTIFACTS / "browser-explorer.png"))
+            ex.locator("button.nst-stop").click()
+            page.wait_for_function("el => el.disabled", arg=ex.locator("button.nst-stop").element_handle(), timeout=30_000)
+            final = recon.evaluate(PIXELS_JS)
+            time.sleep(2.0)
+            assert not _differs(recon.evaluate(PIXELS_JS), final, tol=0.0), "the reconstruction changed after Stop"
+        except BaseException:
+            page.screenshot(path=str(ARTIFACTS / "browser-explorer-failure.png"), full_page=True)
             log.seek(0)
             print("jupyter lab's log (end):\n" + log.read()[-3000:])
             raise

@@ -210,7 +210,9 @@ def test_layer_explorer_in_jupyterlab(chromium, lab, tmp_path):
         page = browser.new_page()
         page.set_default_timeout(60_000)
         try:
-            page.goto(f"{base}/lab/tree/{EXPLORER_NOTEBOOK.name}?token={token}")
+            # A workspace of its own, reset: the server's default workspace still has notebook 6
+            # open from the panel test, and JupyterLab would restore it as the current tab.
+            page.goto(f"{base}/lab/workspaces/explorer/tree/{EXPLORER_NOTEBOOK.name}?reset&token={token}")
             run_all(page)
             page.wait_for_function(ALL_RAN_JS, timeout=180_000, polling=500)
             errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']")

@@ -4,7 +4,7 @@
 #
 # `make test` (what CI runs) = `make lectures`, then `make unit` with the browser test of the
 # lecture pages: both run even when the first fails, and make fails if either does. 18 minutes
-# on 2 cores from a fresh clone (install 2, lectures 10.5, unit 5; see README).
+# on 2 cores from a fresh clone (install 2, lectures 11.5, unit 4.5; see README).
 #   make lectures  every notebook in cpu mode under nbval (the real lecture sizes, checked claims);
 #                  the same run writes the executed lectures as HTML, with an index:
 #                  build/lectures/index.html (LECTURES_DIR). Needs the pretrained weights

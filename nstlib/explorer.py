@@ -214,13 +214,11 @@ class LayerExplorer:
 
     def _set_message(self, text: str, error: bool = False) -> None:
         self.message = text
-        color = "#b00020" if error else "inherit"
-        self.status.value = f'<div style="color:{color};line-height:1.35">{html.escape(text)}</div>'
+        self.status.value = _status_html(text, error)
 
     def _note(self, text: str, error: bool = False) -> None:
         self.notice = text
-        color = "#b00020" if error else "#555"
-        self.notice_box.value = f'<div style="color:{color};max-width:440px;line-height:1.3">{html.escape(text)}</div>'
+        self.notice_box.value = _notice_html(text, error, width="440px")
 
     def _label_layers(self) -> None:
         """Dropdown labels: name, C x H x W at the current image size, receptive field."""
@@ -614,4 +612,4 @@ __all__ = ["LayerExplorer"]
 
 # Last, not at the top: nstlib.widgets imports this module at its end (so that
 # `from nstlib.widgets import LayerExplorer` works), and either module may be imported first.
-from nstlib.widgets import _LABEL, _extractor, _ImageChooser, _png  # noqa: E402
+from nstlib.widgets import _LABEL, _extractor, _ImageChooser, _notice_html, _png, _status_html  # noqa: E402

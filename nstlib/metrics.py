@@ -23,6 +23,7 @@ from typing import Sequence
 import torch
 
 from nstlib.losses import gram_matrix, style_loss
+from nstlib.regions import guided_gram, resize_masks
 from nstlib.vgg import GATYS_STYLE_LAYERS, VGGFeatures
 
 STRENGTH_LAYERS = GATYS_STYLE_LAYERS
@@ -104,11 +105,12 @@ MEASURE_CONTENT_LAYERS = ("relu3_3", "relu4_3")
 
 @torch.no_grad()
 def style_distance(extractor: VGGFeatures, images: torch.Tensor, style: torch.Tensor,
-                   layers: Sequence[str] = MEASURE_STYLE_LAYERS) -> torch.Tensor:
+                   layers: Sequence[str] = MEASURE_STYLE_LAYERS, mask: torch.Tensor | None = None) -> torch.Tensor:
     """How far each image's Gram statistics are from the style image's. -> (B,), lower is closer.
 
     mean over layers of log10( ||G(image) - G(style)||^2 / ||G(style)||^2 ), Grams per position,
     so images and style of different sizes compare. images (B, 3, H, W), style (1, 3, H', W').
+    mask (H, W): only that region of the images counts (its guided Gram, `nstlib.regions`).
     """
     dev = next(extractor.parameters()).device
     target = extractor.extract(style.to(dev), list(layers))
@@ -116,7 +118,10 @@ def style_distance(extractor: VGGFeatures, images: torch.Tensor, style: torch.Te
     out = []
     for n in layers:
         a = gram_matrix(target[n], normalize=True)
-        g = gram_matrix(feats[n], normalize=True)
+        if mask is None:
+            g = gram_matrix(feats[n], normalize=True)
+        else:
+            g = guided_gram(feats[n], resize_masks(mask[None].float(), feats[n].shape[-2:]).to(dev))[:, 0]
         out.append(torch.log10((g - a).pow(2).flatten(1).sum(1) / a.pow(2).flatten(1).sum(1).clamp_min(1e-30)))
     return torch.stack(out).mean(0).cpu()
 

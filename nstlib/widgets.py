@@ -107,6 +107,18 @@ def _descendants(box: W.Box) -> list[W.Widget]:
     return out
 
 
+def _status_html(text: str, error: bool = False) -> str:
+    """A panel's status line: the text, red when it reports an error."""
+    color = "#b00020" if error else "inherit"
+    return f'<div style="color:{color};line-height:1.35">{html.escape(text)}</div>'
+
+
+def _notice_html(text: str, error: bool = False, width: str = "300px") -> str:
+    """A panel's note (a refusal, a fallback image): grey, or red for an error."""
+    color = "#b00020" if error else "#555"
+    return f'<div style="color:{color};max-width:{width};line-height:1.3">{html.escape(text)}</div>'
+
+
 def _small(markup: str) -> str:
     return f'<div style="font-size:85%;line-height:1.35;color:#444">{markup}</div>'
 
@@ -301,13 +313,11 @@ class TuningPanel:
 
     def _set_message(self, text: str, error: bool = False) -> None:
         self.message = text
-        color = "#b00020" if error else "inherit"
-        self.status.value = f'<div style="color:{color};line-height:1.35">{html.escape(text)}</div>'
+        self.status.value = _status_html(text, error)
 
     def _note(self, text: str, error: bool = False) -> None:
         self.notice = text
-        color = "#b00020" if error else "#555"
-        self.notice_box.value = f'<div style="color:{color};max-width:300px;line-height:1.3">{html.escape(text)}</div>'
+        self.notice_box.value = _notice_html(text, error)
 
     def _show_weights(self) -> None:
         gatys = self.variant.value == "gatys"

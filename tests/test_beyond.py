@@ -166,3 +166,18 @@ def test_style_masks_in_stylize(run, style_image):
         run(style=[style_image, other], style_masks=m * 2)
     with pytest.raises(ValueError, match="no region"):
         run(style=[style_image, other], style_masks=torch.zeros(2, 32, 32))
+
+
+def test_style_distance_of_a_region(random_vgg16, content_image, style_image):
+    from nstlib import metrics
+    layers = ("relu1_2", "relu2_2")
+    whole = metrics.style_distance(random_vgg16, content_image, style_image, layers=layers)
+    everywhere = metrics.style_distance(random_vgg16, content_image, style_image, layers=layers, mask=torch.ones(32, 32))
+    assert torch.allclose(whole, everywhere, atol=1e-4)
+    half = torch.zeros(32, 32)
+    half[:, :16] = 1
+    # the left half alone: the same as measuring the cropped image's own Gram at relu1_2 (no pooling before it)
+    left = metrics.style_distance(random_vgg16, content_image, style_image, layers=("relu1_2",), mask=half)
+    crop = metrics.style_distance(random_vgg16, content_image[..., :16], style_image, layers=("relu1_2",))
+    assert not torch.allclose(left, whole, atol=1e-3)
+    assert abs(left.item() - crop.item()) < 0.05

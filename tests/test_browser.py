@@ -13,6 +13,7 @@ Every wait is bounded; the server is always stopped.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -128,67 +129,77 @@ def lab(tmp_path_factory):
         log.close()
 
 
-def test_panel_in_jupyterlab_previews_live_and_stops(chromium, lab, tmp_path):
+@contextlib.contextmanager
+def notebook_page(chromium: str, lab, tmp_path, url: str, failure_png: str, width: int = 1400):
+    """A headless Chromium page on `url` (relative to the server), every cell run, none failed.
+
+    On any failure: a full-page screenshot in test-artifacts/`failure_png` and the end of
+    JupyterLab's log on stdout. The browser is always closed.
+    """
     sync_api = pytest.importorskip("playwright.sync_api", reason="the Python package playwright is not installed (pip install playwright)")
     base, token, log = lab
     ARTIFACTS.mkdir(exist_ok=True)
-    (ARTIFACTS / "browser-failure.png").unlink(missing_ok=True)
+    (ARTIFACTS / failure_png).unlink(missing_ok=True)
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch_persistent_context(
             str(tmp_path / "profile"), executable_path=chromium, headless=True, args=CHROMIUM_FLAGS,
-            viewport={"width": 1400, "height": 1100},
+            viewport={"width": width, "height": 1100},
         )
         page = browser.new_page()
         page.set_default_timeout(60_000)
         try:
-            page.goto(f"{base}/lab/tree/{NOTEBOOK.name}?token={token}")
+            page.goto(f"{base}{url}{'&' if '?' in url else '?'}token={token}")
             run_all(page)
             page.wait_for_function(ALL_RAN_JS, timeout=180_000, polling=500)
             errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']")
             assert errors.count() == 0, f"a cell failed:\n{errors.first.inner_text()}"
-
-            panel = page.locator(".nst-panel").first
-            panel.wait_for(state="attached")
-            # JupyterLab does not render cells scrolled out of view: bring the panel into view.
-            panel.scroll_into_view_if_needed()
-            preview, status = panel.locator("img.nst-preview"), panel.locator(".nst-status")
-            page.wait_for_function("el => el.innerText.startsWith('Ready')", arg=status.element_handle(), timeout=30_000)
-
-            def pixels():
-                return preview.evaluate(PIXELS_JS)
-
-            before = pixels()
-            assert before is not None, "the preview shows a placeholder before Run"
-            panel.locator("button.nst-run").click()
-            t_click = time.monotonic()
-            seen, first_change = [before], None
-            while time.monotonic() - t_click < 60 and len(seen) < 5:
-                px = pixels()
-                if px is not None and _differs(px, seen[-1]):
-                    seen.append(px)
-                    first_change = first_change or time.monotonic() - t_click
-                time.sleep(0.15)
-            print(f"\nbrowser: first preview {first_change} s after the click; {len(seen) - 1} different previews")
-            assert len(seen) >= 4, f"the preview changed only {len(seen) - 1} times in 60 s; status: {status.inner_text()}"
-            assert "step" in status.inner_text()
-            assert panel.locator("button.nst-run").is_disabled(), "a second Run must not start while one runs"
-            panel.screenshot(path=str(ARTIFACTS / "browser-panel-running.png"))
-
-            panel.locator("button.nst-stop").click()
-            page.wait_for_function("el => el.innerText.startsWith('Stopped')", arg=status.element_handle(), timeout=60_000)
-            final = pixels()
-            time.sleep(2.0)
-            assert not _differs(pixels(), final, tol=0.0), "the preview changed after Stop"
-            assert status.inner_text().startswith("Stopped (stopped by request)")
-            assert panel.locator("button.nst-run").is_enabled() and panel.locator("button.nst-stop").is_disabled()
-            panel.screenshot(path=str(ARTIFACTS / "browser-panel.png"))
+            yield page
         except BaseException:
-            page.screenshot(path=str(ARTIFACTS / "browser-failure.png"), full_page=True)  # to see what went wrong
+            page.screenshot(path=str(ARTIFACTS / failure_png), full_page=True)  # to see what went wrong
             log.seek(0)
             print("jupyter lab's log (end):\n" + log.read()[-3000:])
             raise
         finally:
             browser.close()
+
+
+def test_panel_in_jupyterlab_previews_live_and_stops(chromium, lab, tmp_path):
+    with notebook_page(chromium, lab, tmp_path, f"/lab/tree/{NOTEBOOK.name}", "browser-failure.png") as page:
+        panel = page.locator(".nst-panel").first
+        panel.wait_for(state="attached")
+        # JupyterLab does not render cells scrolled out of view: bring the panel into view.
+        panel.scroll_into_view_if_needed()
+        preview, status = panel.locator("img.nst-preview"), panel.locator(".nst-status")
+        page.wait_for_function("el => el.innerText.startsWith('Ready')", arg=status.element_handle(), timeout=30_000)
+
+        def pixels():
+            return preview.evaluate(PIXELS_JS)
+
+        before = pixels()
+        assert before is not None, "the preview shows a placeholder before Run"
+        panel.locator("button.nst-run").click()
+        t_click = time.monotonic()
+        seen, first_change = [before], None
+        while time.monotonic() - t_click < 60 and len(seen) < 5:
+            px = pixels()
+            if px is not None and _differs(px, seen[-1]):
+                seen.append(px)
+                first_change = first_change or time.monotonic() - t_click
+            time.sleep(0.15)
+        print(f"\nbrowser: first preview {first_change} s after the click; {len(seen) - 1} different previews")
+        assert len(seen) >= 4, f"the preview changed only {len(seen) - 1} times in 60 s; status: {status.inner_text()}"
+        assert "step" in status.inner_text()
+        assert panel.locator("button.nst-run").is_disabled(), "a second Run must not start while one runs"
+        panel.screenshot(path=str(ARTIFACTS / "browser-panel-running.png"))
+
+        panel.locator("button.nst-stop").click()
+        page.wait_for_function("el => el.innerText.startsWith('Stopped')", arg=status.element_handle(), timeout=60_000)
+        final = pixels()
+        time.sleep(2.0)
+        assert not _differs(pixels(), final, tol=0.0), "the preview changed after Stop"
+        assert status.inner_text().startswith("Stopped (stopped by request)")
+        assert panel.locator("button.nst-run").is_enabled() and panel.locator("button.nst-stop").is_disabled()
+        panel.screenshot(path=str(ARTIFACTS / "browser-panel.png"))
 
 
 # The index of the first <option> whose text starts with `arg` in a <select> (-1: none).
@@ -198,63 +209,40 @@ OPTION_JS = """(sel, prefix) => Array.from(sel.options).findIndex(o => o.text.tr
 def test_layer_explorer_in_jupyterlab(chromium, lab, tmp_path):
     """Notebook 1's LayerExplorer: choose a layer, the montage changes; start a reconstruction,
     its previews change; Stop ends it. Screenshot: test-artifacts/browser-explorer.png."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the Python package playwright is not installed (pip install playwright)")
-    base, token, log = lab
-    ARTIFACTS.mkdir(exist_ok=True)
-    (ARTIFACTS / "browser-explorer-failure.png").unlink(missing_ok=True)
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=chromium, headless=True, args=CHROMIUM_FLAGS,
-            viewport={"width": 1500, "height": 1100},
-        )
-        page = browser.new_page()
-        page.set_default_timeout(60_000)
-        try:
-            # A workspace of its own, reset: the server's default workspace still has notebook 6
-            # open from the panel test, and JupyterLab would restore it as the current tab.
-            page.goto(f"{base}/lab/workspaces/explorer/tree/{EXPLORER_NOTEBOOK.name}?reset&token={token}")
-            run_all(page)
-            page.wait_for_function(ALL_RAN_JS, timeout=180_000, polling=500)
-            errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']")
-            assert errors.count() == 0, f"a cell failed:\n{errors.first.inner_text()}"
+    # A workspace of its own, reset: the server's default workspace still has notebook 6 open
+    # from the panel test, and JupyterLab would restore it as the current tab.
+    url = f"/lab/workspaces/explorer/tree/{EXPLORER_NOTEBOOK.name}?reset"
+    with notebook_page(chromium, lab, tmp_path, url, "browser-explorer-failure.png", width=1500) as page:
+        ex = page.locator(".nst-explorer").first
+        ex.wait_for(state="attached")
+        ex.scroll_into_view_if_needed()
+        montage, recon = ex.locator("img.nst-montage"), ex.locator("img.nst-recon")
+        page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=montage.element_handle(), timeout=30_000)
+        before = montage.evaluate(PIXELS_JS)
+        layer = next(sel for sel in ex.locator("select").all() if sel.evaluate(OPTION_JS, "relu4_1") >= 0)
+        layer.select_option(index=layer.evaluate(OPTION_JS, "relu4_1"))
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 30 and not _differs(montage.evaluate(PIXELS_JS), before):
+            time.sleep(0.1)
+        changed_after = time.monotonic() - t0
+        print(f"\nbrowser: the montage changed {changed_after:.2f} s after choosing relu4_1")
+        assert _differs(montage.evaluate(PIXELS_JS), before), "the montage did not change after choosing a layer"
 
-            ex = page.locator(".nst-explorer").first
-            ex.wait_for(state="attached")
-            ex.scroll_into_view_if_needed()
-            montage, recon = ex.locator("img.nst-montage"), ex.locator("img.nst-recon")
-            page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=montage.element_handle(), timeout=30_000)
-            before = montage.evaluate(PIXELS_JS)
-            layer = next(sel for sel in ex.locator("select").all() if sel.evaluate(OPTION_JS, "relu4_1") >= 0)
-            layer.select_option(index=layer.evaluate(OPTION_JS, "relu4_1"))
-            t0 = time.monotonic()
-            while time.monotonic() - t0 < 30 and not _differs(montage.evaluate(PIXELS_JS), before):
-                time.sleep(0.1)
-            changed_after = time.monotonic() - t0
-            print(f"\nbrowser: the montage changed {changed_after:.2f} s after choosing relu4_1")
-            assert _differs(montage.evaluate(PIXELS_JS), before), "the montage did not change after choosing a layer"
-
-            ex.locator("button.nst-recon-start").click()
-            t_click = time.monotonic()
-            seen = [recon.evaluate(PIXELS_JS)]
-            while time.monotonic() - t_click < 60 and len(seen) < 4:
-                px = recon.evaluate(PIXELS_JS)
-                if px is not None and _differs(px, seen[-1]):
-                    seen.append(px)
-                time.sleep(0.15)
-            assert len(seen) >= 4, f"the reconstruction preview changed only {len(seen) - 1} times in 60 s"
-            ex.screenshot(path=str(ARTIFACTS / "browser-explorer.png"))
-            ex.locator("button.nst-stop").click()
-            page.wait_for_function("el => el.disabled", arg=ex.locator("button.nst-stop").element_handle(), timeout=30_000)
-            final = recon.evaluate(PIXELS_JS)
-            time.sleep(2.0)
-            assert not _differs(recon.evaluate(PIXELS_JS), final, tol=0.0), "the reconstruction changed after Stop"
-        except BaseException:
-            page.screenshot(path=str(ARTIFACTS / "browser-explorer-failure.png"), full_page=True)
-            log.seek(0)
-            print("jupyter lab's log (end):\n" + log.read()[-3000:])
-            raise
-        finally:
-            browser.close()
+        ex.locator("button.nst-recon-start").click()
+        t_click = time.monotonic()
+        seen = [recon.evaluate(PIXELS_JS)]
+        while time.monotonic() - t_click < 60 and len(seen) < 4:
+            px = recon.evaluate(PIXELS_JS)
+            if px is not None and _differs(px, seen[-1]):
+                seen.append(px)
+            time.sleep(0.15)
+        assert len(seen) >= 4, f"the reconstruction preview changed only {len(seen) - 1} times in 60 s"
+        ex.screenshot(path=str(ARTIFACTS / "browser-explorer.png"))
+        ex.locator("button.nst-stop").click()
+        page.wait_for_function("el => el.disabled", arg=ex.locator("button.nst-stop").element_handle(), timeout=30_000)
+        final = recon.evaluate(PIXELS_JS)
+        time.sleep(2.0)
+        assert not _differs(recon.evaluate(PIXELS_JS), final, tol=0.0), "the reconstruction changed after Stop"
 
 
 def run_all(page, timeout: float = 120.0) -> None:

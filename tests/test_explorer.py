@@ -16,9 +16,9 @@ from PIL import Image
 
 from nstlib.vgg import layer_table
 from nstlib.widgets import LayerExplorer
+from panel_tools import WAIT, wait_until  # a helper module beside the tests, as browser_tools
 
 WEIGHTS = "random:vgg16:0"
-WAIT = 120  # s: generous, for a loaded CI machine
 
 
 @pytest.fixture
@@ -27,15 +27,6 @@ def ex():
     yield e
     e.stop()
     assert e.wait(WAIT)
-
-
-def wait_until(cond, timeout: float = WAIT) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return cond()
 
 
 def channel_mean(net, image: torch.Tensor, layer: str, k: int) -> float:

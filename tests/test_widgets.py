@@ -17,9 +17,9 @@ import torch
 from PIL import Image
 
 from nstlib.widgets import ComparePanel, TuningPanel
+from panel_tools import WAIT, wait_until  # a helper module beside the tests, as browser_tools
 
 WEIGHTS = "random:vgg16:0"
-WAIT = 120  # s: generous, for a loaded CI machine
 
 
 @pytest.fixture
@@ -33,15 +33,6 @@ def panel():
 
 def png_size(data: bytes) -> tuple[int, int]:
     return Image.open(io.BytesIO(data)).size
-
-
-def wait_until(cond, timeout: float = WAIT) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return cond()
 
 
 def test_run_updates_preview_and_plot_without_blocking(panel):

@@ -1,4 +1,4 @@
-"""The layer explorer (nstlib.explorer), driven from Python as a notebook user would drive it.
+"""The layer explorer (nstlib.widgets.explorer), driven from Python as a notebook user would drive it.
 
 Seeded random VGG-16 weights, a bundled course image at 64 px, live jobs at 48 px and a few
 steps: each test takes a second or a few. Every wait is bounded.

@@ -1,4 +1,4 @@
-"""The tuning panel (nstlib.widgets), driven from Python as a notebook user would drive it.
+"""The tuning panel (nstlib.widgets.tuning), driven from Python as a notebook user would drive it.
 
 Seeded random VGG-16 weights and bundled course images at 32-48 px: every run takes a
 fraction of a second to a few seconds. Every wait is bounded.
@@ -59,7 +59,7 @@ def test_run_updates_preview_and_plot_without_blocking(panel):
 
 
 def _png_of(image: torch.Tensor) -> bytes:
-    from nstlib.widgets import _png
+    from nstlib.widgets.common import _png
     return _png(image)
 
 

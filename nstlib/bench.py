@@ -5,7 +5,7 @@ the same photo and painting,
 
 - plain: the loop as any 100-line Gatys implementation writes it: float32, one scale, 150
   L-BFGS steps from the photo (the paper's layers and weights);
-- fast: the command line's default preset (`nstlib.presets`: coarse to fine from 128 px,
+- fast: the command line's default preset (`RunSettings.preset("fast")`: coarse to fine from 128 px,
   bfloat16 where it is native and faster),
 
 and prints a markdown table: wall time, the final loss of each evaluated the same way (the
@@ -46,7 +46,7 @@ from nstlib.images import load_image
 from nstlib import metrics
 from nstlib.losses import build_objective
 from nstlib.precision import Precision, extract, resolve_precision
-from nstlib.presets import preset
+from nstlib.settings import RunSettings
 from nstlib.stylize import StepInfo, StyleResult, stylize
 from nstlib.vgg import GATYS_CONTENT_LAYERS, GATYS_STYLE_LAYERS, VGGFeatures, load_vgg, style_layer_preset
 
@@ -218,8 +218,13 @@ def run(sizes: Sequence[int], *, steps: int = 5, warmup: int | None = None, repe
 
 
 #: The plain loop the fast preset is compared with.
-PLAIN = dict(init="content", steps=150, scales=None, precision="float32", optimizer="lbfgs", variant="gatys",
-             style_layers=GATYS_STYLE_LAYERS, content_layers=GATYS_CONTENT_LAYERS)
+PLAIN = RunSettings(init="content", steps=150, scales=None, precision="float32", optimizer="lbfgs", variant="gatys",
+                    style_layers=GATYS_STYLE_LAYERS, content_layers=GATYS_CONTENT_LAYERS)
+
+
+def fast_settings(size: int) -> RunSettings:
+    """The run the plain loop is compared with: the command line's default."""
+    return RunSettings.preset("fast", size)
 
 
 @dataclass
@@ -252,22 +257,22 @@ def compare(net: VGGFeatures, content: torch.Tensor, style: torch.Tensor, size: 
     def note(info: StepInfo) -> None:
         snapshots.append((info.elapsed, info.image.clone()))
 
-    def run(name: str, **kw) -> tuple[StyleResult, float]:
+    def run(name: str, settings: RunSettings, **kw) -> tuple[StyleResult, float]:
         reset_peak_memory(device)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # "large image on the CPU will be slow": we know
-            r = stylize(content, style, extractor=net, device=device, progress=False, **kw)
+            r = stylize(content, style, settings, extractor=net, device=device, progress=False, **kw)
         if r.stopped:
             raise RuntimeError(f"the {name} run at {size} px ended early: {r.stopped}")
         return r, peak_memory_mib(device)
 
-    plain, plain_mem = run("plain", size=size, callback=note, callback_every=5, **PLAIN)
-    fast, fast_mem = run("fast", **preset("fast", size))
+    plain, plain_mem = run("plain", PLAIN, size=size, callback=note, callback_every=5)
+    fast, fast_mem = run("fast", fast_settings(size))
     hw = tuple(plain.image.shape[-2:])
     photo = load_image(content, size)
     painting = load_image(style, size)
-    objective = build_objective(net, photo.to(device), painting.to(device), content_layers=PLAIN["content_layers"],
-                                style_layers=PLAIN["style_layers"], content_weight=1.0, style_weight=1e3)
+    objective = build_objective(net, photo.to(device), painting.to(device), content_layers=PLAIN.content_layers,
+                                style_layers=PLAIN.style_layers, content_weight=1.0, style_weight=1e3)
     rows = []
     for name, r, mem in (("plain", plain, plain_mem), ("fast", fast, fast_mem)):
         img = r.image.to(device)
@@ -309,7 +314,7 @@ def run_quality(sizes: Sequence[int], *, device: str | None = None, weights: str
     print(f"weights: {net.describe()}", file=out)
     print(f"device:  {describe_device(dev)}; torch {torch.__version__}", file=out)
     print(f"images:  {what}", file=out)
-    print(f"plain:   float32, one scale, 150 L-BFGS steps from the photo; fast: {preset('fast', max(sizes))}", file=out, flush=True)
+    print(f"plain:   float32, one scale, 150 L-BFGS steps from the photo; fast: {fast_settings(max(sizes))}", file=out, flush=True)
     rows: list[Quality] = []
     for size in sizes:
         plain, fast = compare(net, c, s, size, dev)
@@ -333,8 +338,8 @@ def format_quality(rows: Sequence[Quality], device: torch.device) -> str:
             speed = "1.0x" if r is plain else f"{plain.wall_s / r.wall_s:.1f}x"
             reach = style_at = ""
             if r is plain:
-                reach = f"not in {PLAIN['steps']} steps" if r.to_reach_s is None else f"{r.to_reach_s:.1f}"
-                style_at = f"not in {PLAIN['steps']} steps" if r.to_style_s is None else f"{r.to_style_s:.1f}, {r.content_at_style:.3f}"
+                reach = f"not in {PLAIN.steps} steps" if r.to_reach_s is None else f"{r.to_reach_s:.1f}"
+                style_at = f"not in {PLAIN.steps} steps" if r.to_style_s is None else f"{r.to_style_s:.1f}, {r.content_at_style:.3f}"
             lines.append(f"| {r.hw[0]} x {r.hw[1]} | {r.name} | {r.precision} | {r.wall_s:.1f} | {speed} | {r.loss:.4g} | "
                          f"{r.style:.3f} | {r.content:.3f} | {r.edges:.3f} | {r.noise:.2f} | {reach} | {style_at} |")
     lines.append(f"\nDevice: {describe_device(device)}.")

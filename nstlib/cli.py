@@ -130,10 +130,10 @@ def _steps(text: str) -> int | tuple[int, ...]:
     return values[0] if len(values) == 1 else tuple(values)
 
 
-def _scales(text: str) -> tuple[int, ...]:
-    """'none' -> () (one scale); '128' or '128,181' -> those sizes, increasing."""
+def _scales(text: str) -> tuple[int, ...] | None:
+    """'none' -> None (one scale); '128' or '128,181' -> those sizes, increasing."""
     if text.strip().lower() in ("none", "off", "0", ""):
-        return ()
+        return None
     try:
         values = tuple(int(t) for t in text.split(","))
     except ValueError:
@@ -178,6 +178,68 @@ def parse_layers(text: str, option: str) -> tuple[str, ...] | dict[str, float] |
     return out
 
 
+def _content_layers(text: str) -> tuple[str, ...] | dict[str, float]:
+    layers = parse_layers(text, "--content-layers")
+    return ("relu4_2",) if isinstance(layers, str) else layers  # both papers take content from conv4_2 (relu4_2 here)
+
+
+def _style_layers(text: str) -> tuple[str, ...] | dict[str, float] | str:
+    return parse_layers(text, "--style-layers")
+
+
+WEIGHTS_HELP = ("weights setting: torchvision, random[:vgg16][:SEED], or [vgg16:][caffe:]PATH "
+                "(default: $NSTLIB_WEIGHTS, else torchvision's VGG-19)")
+PRESETS = ("fast", "paper")  # nstlib.settings.PRESETS, spelled out so that --help does not import torch
+
+# -- the run's settings: one row per option, (group, flag, RunSettings field, argparse keywords) ---------
+# An option given overrides --settings FILE, which replaces --preset; the defaults are the preset's.
+SETTING_OPTIONS: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
+    ("images", "--size", "size", dict(type=_size, help="output size: longest side in px, or HxW (default 256)")),
+    ("images", "--style-size", "style_size", dict(
+        type=_size, help="style image size at the output size (default: the output's longest side)")),
+    ("several styles, colours (Gatys et al. 2017)", "--style-weights", "style_weights", dict(
+        type=_style_weights, metavar="W1,W2,...", help="with several STYLE images: how much of each, one number >= 0 "
+        "per STYLE, e.g. 0.7,0.3 (normalized to sum 1; default equal)")),
+    ("several styles, colours (Gatys et al. 2017)", "--preserve-colors", "preserve_colors", dict(
+        choices=PRESERVE_COLORS, help="keep the photo's colours: luminance (transfer on luminance only) or histogram "
+        "(recolour the style images to the photo's colours first) (default: off)")),
+    ("several styles, colours (Gatys et al. 2017)", "--color-method", "color_method", dict(
+        choices=COLOR_METHODS, help="with --preserve-colors histogram: the recolouring matrix (default cholesky)")),
+    ("loss", "--variant", "variant", dict(
+        choices=("gatys", "normalized"), help="gatys: alpha*L_content + beta*L_style; normalized: Choi & Kim, "
+        "lambda_os*L_o + L_s (default gatys)")),
+    ("loss", "--alpha", "alpha", dict(type=_weight, help="gatys content weight (default 1)")),
+    ("loss", "--beta", "beta", dict(type=_weight, help="gatys style weight (default 1e3)")),
+    ("loss", "--lambda-os", "lambda_os", dict(type=_weight, help="normalized variant's content weight (default 1e-2)")),
+    ("loss", "--content-layers", "content_layers", dict(
+        type=_content_layers, metavar="LAYERS", help="comma list, optionally name=weight (default relu4_2)")),
+    ("loss", "--style-layers", "style_layers", dict(
+        type=_style_layers, metavar="LAYERS", help="comma list, optionally name=weight, or a preset: gatys "
+        "(relu1_1..relu5_1), choi-kim (last ReLU of each block) (default gatys)")),
+    ("loss", "--tv-weight", "tv_weight", dict(type=_weight, help="total-variation weight (default 0)")),
+    ("optimization", "--steps", "steps", dict(
+        type=_steps, help="steps per scale, or one per scale (80,30); default: fast 80 at the first scale and 30 "
+        "at each finer one, paper 300")),
+    ("optimization", "--scales", "scales", dict(
+        type=_scales, help="coarse to fine: sizes (longest sides) to run at before the output size, e.g. 128 or "
+        "128,181; 'none' for one scale (default: fast 128, 256, ... doubling up to --size; paper none)")),
+    ("optimization", "--optimizer", "optimizer", dict(choices=("lbfgs", "adam"), help="default lbfgs")),
+    ("optimization", "--lr", "lr", dict(type=float, help="learning rate (default: 1 for lbfgs, 0.02 for adam)")),
+    ("optimization", "--init", "init", dict(
+        help="noise, content, style, or an image PATH (default: fast content, paper noise)")),
+    ("optimization", "--noise-level", "noise_level", dict(
+        type=_noise_level, help="amplitude of the noise start around grey, in (0, 1]: 1 = uniform in [0, 1] "
+        "(default); 0.02 leaves less speckle where a layer does not see it")),
+    ("optimization", "--seed", "seed", dict(type=int, help="seed of the noise start (default 0)")),
+    ("network and machine", "--weights", "weights", dict(help=WEIGHTS_HELP)),
+    ("network and machine", "--pooling", "pooling", dict(choices=("avg", "max"), help="default avg (the paper's choice)")),
+    ("network and machine", "--device", "device", dict(help="auto, cpu, cuda, cuda:N or mps (default auto)")),
+    ("network and machine", "--precision", "precision", dict(
+        choices=("auto", "float32", "bfloat16"), help="the network's number format; auto: bfloat16 where it is "
+        "native and measured faster (default auto)")),
+)
+
+
 # -- the parser ---------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,7 +254,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    weights_help = "weights setting: torchvision, random[:vgg16][:SEED], or [vgg16:][caffe:]PATH (default: $NSTLIB_WEIGHTS, else torchvision's VGG-19)"
 
     s = sub.add_parser("stylize", help="paint CONTENT in the style of STYLE and save the result",
                        description="Optimize an image whose VGG features match CONTENT's and whose Gram matrices match STYLE's. "
@@ -202,56 +263,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("style", metavar="STYLE", nargs="+",
                    help="the style image (a painting); several are blended, equally unless --style-weights, or placed by --mask")
     s.add_argument("-o", "--output", required=True, metavar="OUT.png", help="where to write the result (its folder must exist)")
-    s.add_argument("--preset", choices=("fast", "paper"), default="fast",
+    s.add_argument("--preset", choices=PRESETS, default=argparse.SUPPRESS,
                    help="fast: start from the photo, coarse to fine from 128 px, bfloat16 where faster; "
                    "paper: Gatys et al. 2016 (noise start, one scale, 300 steps). Options below override it (default fast)")
-    g = s.add_argument_group("images")
-    g.add_argument("--size", type=_size, default=256, help="output size: longest side in px, or HxW (default 256)")
-    g.add_argument("--style-size", type=_size, default=None, help="style image size at the output size (default: the output's longest side)")
-    g = s.add_argument_group("several styles, colours (Gatys et al. 2017)")
-    g.add_argument("--style-weights", type=_style_weights, default=None, metavar="W1,W2,...",
-                   help="with several STYLE images: how much of each, one number >= 0 per STYLE, e.g. 0.7,0.3 "
-                   "(normalized to sum 1; default equal)")
-    g.add_argument("--mask", default=None, metavar="PATH",
+    s.add_argument("--settings", metavar="FILE.json", default=None,
+                   help="start from the settings of an earlier run (the JSON written beside its image) instead of a "
+                   "preset; options given override them")
+    s.add_argument("--mask", default=None, metavar="PATH",
                    help="with several STYLE images: a label image (PNG, flat colours, one per STYLE) saying where each "
                    "style goes; its colours sorted dark to light select STYLE 1, 2, ... (black and white: black = the first)")
-    g.add_argument("--preserve-colors", choices=PRESERVE_COLORS, default=None,
-                   help="keep the photo's colours: luminance (transfer on luminance only) or histogram "
-                   "(recolour the style images to the photo's colours first) (default: off)")
-    g.add_argument("--color-method", choices=COLOR_METHODS, default=None,
-                   help="with --preserve-colors histogram: the recolouring matrix (default cholesky)")
-    g = s.add_argument_group("loss")
-    g.add_argument("--variant", choices=("gatys", "normalized"), default="gatys",
-                   help="gatys: alpha*L_content + beta*L_style; normalized: Choi & Kim, lambda_os*L_o + L_s")
-    g.add_argument("--alpha", type=_weight, help="gatys content weight (default 1)")
-    g.add_argument("--beta", type=_weight, help="gatys style weight (default 1e3)")
-    g.add_argument("--lambda-os", type=_weight, help="normalized variant's content weight (default 1e-2)")
-    g.add_argument("--content-layers", default="relu4_2", metavar="LAYERS",
-                   help="comma list, optionally name=weight (default relu4_2)")
-    g.add_argument("--style-layers", default="gatys", metavar="LAYERS",
-                   help="comma list, optionally name=weight, or a preset: gatys (relu1_1..relu5_1), "
-                   "choi-kim (last ReLU of each block) (default gatys)")
-    g.add_argument("--tv-weight", type=_weight, default=0.0, help="total-variation weight (default 0)")
-    g = s.add_argument_group("optimization")
-    g.add_argument("--steps", type=_steps, default=None,
-                   help="steps per scale, or one per scale (80,30); default: fast 80 at the first scale and 30 "
-                   "at each finer one, paper 300")
-    g.add_argument("--scales", type=_scales, default=None,
-                   help="coarse to fine: sizes (longest sides) to run at before the output size, e.g. 128 or 128,181; "
-                   "'none' for one scale (default: fast 128, 256, ... doubling up to --size; paper none)")
-    g.add_argument("--optimizer", choices=("lbfgs", "adam"), default="lbfgs", help="default lbfgs")
-    g.add_argument("--lr", type=float, default=None, help="learning rate (default: 1 for lbfgs, 0.02 for adam)")
-    g.add_argument("--init", default=None, help="noise, content, style, or an image PATH (default: fast content, paper noise)")
-    g.add_argument("--noise-level", type=_noise_level, default=1.0,
-                   help="amplitude of the noise start around grey, in (0, 1]: 1 = uniform in [0, 1] (default); "
-                   "0.02 leaves less speckle where a layer does not see it")
-    g.add_argument("--seed", type=int, default=0, help="seed of the noise start (default 0)")
-    g = s.add_argument_group("network and machine")
-    g.add_argument("--weights", default=None, help=weights_help)
-    g.add_argument("--pooling", choices=("avg", "max"), default="avg", help="default avg (the paper's choice)")
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
-    g.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
-                   help="the network's number format; auto: bfloat16 where it is native and measured faster (default auto)")
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for group, flag, field, kw in SETTING_OPTIONS:
+        if group not in groups:
+            groups[group] = s.add_argument_group(group)
+        groups[group].add_argument(flag, dest=field, default=argparse.SUPPRESS, **kw)
     g = s.add_argument_group("output")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--save-every", type=_positive_int, default=None, metavar="N",
@@ -264,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     w = sub.add_parser("weights", help="print which weights a setting loads, in one line",
                        description="Load the weights a setting names and print the one-line report (architecture, source, input convention).")
-    w.add_argument("--weights", default=None, help=weights_help)
+    w.add_argument("--weights", default=None, help=WEIGHTS_HELP)
     w.add_argument("--pooling", choices=("avg", "max"), default="avg", help="default avg")
     return parser
 
@@ -313,56 +338,78 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _cmd_stylize(args: argparse.Namespace) -> int:
-    from nstlib.losses import resolve_weights
-    from nstlib.presets import preset
-    from nstlib.vgg import GATYS_CONTENT_LAYERS
+    """Check the files, build the run's settings, load the network, run, save: each a step below."""
+    styles: list[str] = args.style
+    out = _check_output(Path(args.output))
+    settings = _run_settings(args)
+    _check_style_options(args, len(styles))
+    _check_files(args, out, styles, settings)  # cheap checks first: a typo must not cost a weights download
 
-    try:
-        resolve_weights(args.variant, args.alpha, args.beta, args.lambda_os)
+    from nstlib.devices import pick_device
+    from nstlib.precision import resolve_precision
+    from nstlib.stylize import StopReason, stylize
+    from nstlib.vgg import load_vgg
+
+    device = pick_device(settings.device)
+    net = load_vgg(settings.weights, pooling=settings.pooling or "avg", device=device)
+    settings = settings.replace(precision=resolve_precision(settings.precision, device), device=str(device))
+    _print_header(args, styles, settings, net, device)
+    callback = None
+    if args.save_every:
+        from nstlib.images import save_image
+
+        def callback(info) -> None:
+            save_image(info.image, out.with_name(f"{out.stem}_step{info.step:04d}{out.suffix}"))
+
+    result = stylize(args.content, styles[0] if len(styles) == 1 else styles, settings, extractor=net,
+                     progress=not args.no_progress, callback=callback, callback_every=args.save_every or 10,
+                     **({"style_masks": args.mask} if args.mask is not None else {}))
+    with _no_ctrl_c():  # the best image so far is in memory: a Ctrl-C now must not lose it
+        path = result.save(out)
+    _print_result(result, device, path)
+    interrupted = result.stop_reason is StopReason.INTERRUPTED
+    return EXIT_INTERRUPTED if interrupted else EXIT_OK
+
+
+def _run_settings(args: argparse.Namespace):
+    """The preset (or --settings FILE), with every option given over it -> a RunSettings."""
+    from nstlib.losses import resolve_weights
+    from nstlib.settings import RunSettings
+
+    given = {field: getattr(args, field) for _, _, field, _ in SETTING_OPTIONS if hasattr(args, field)}
+    if args.settings is not None:
+        if hasattr(args, "preset"):
+            raise UsageError("--settings FILE and --preset exclude each other: the file replaces the preset")
+        base = RunSettings.from_json(Path(args.settings))
+    else:
+        base = RunSettings.preset(getattr(args, "preset", "fast"), given.get("size", 256))
+    seed = given.get("seed", 0)
+    if not 0 <= seed < 2**63:
+        raise UsageError(f"--seed must be from 0 to 2**63 - 1 (9223372036854775807), got {seed}")
+    variant = given.get("variant", base.variant)
+    if variant != base.variant:  # the other variant's weights do not carry over
+        base = base.replace(variant=variant, alpha=None, beta=None, lambda_os=None)
+    try:  # the variant and its weights: a usage error, said as the library says it
+        resolve_weights(variant, *(given.get(k, getattr(base, k)) for k in ("alpha", "beta", "lambda_os")))
     except ValueError as e:
         raise UsageError(str(e)) from None
-    content_layers = parse_layers(args.content_layers, "--content-layers")
-    style_layers = parse_layers(args.style_layers, "--style-layers")
-    if isinstance(content_layers, str):
-        content_layers = GATYS_CONTENT_LAYERS  # both papers take content from conv4_2 (relu4_2 here)
-    styles: list[str] = args.style
-    _check_style_options(args, len(styles))
-    out = _check_output(Path(args.output))
-    for what, given in (("CONTENT", args.content), *(("STYLE", s) for s in styles), ("--init", args.init), ("--mask", args.mask)):
-        if given and os.path.exists(given) and _same_file(out, Path(given)):
-            raise UsageError(f"-o {out} is the {what} image itself; writing the result there would destroy it. "
-                             f"Choose another name, e.g. {out.with_name(out.stem + '_stylized' + out.suffix)}")
-    if not 0 <= args.seed < 2**63:
-        raise UsageError(f"--seed must be from 0 to 2**63 - 1 (9223372036854775807), got {args.seed}")
+    if given.get("init") is not None and given["init"] not in ("noise", "content", "style") and not os.path.exists(given["init"]):
+        raise FileNotFoundError(f"--init {given['init']!r}: expected noise, content, style or an image file; "
+                                f"no file at {given['init']}")
+    return base.replace(**given)
 
-    # The preset's settings, then every option given on the command line over them.
-    kwargs: dict[str, Any] = preset(args.preset, args.size)
-    if args.init is not None:
-        kwargs["init"] = args.init
-    if args.steps is not None:
-        kwargs["steps"] = args.steps
-    if args.scales is not None:
-        kwargs["scales"] = list(args.scales) or None
-    kwargs.update(
-        style_size=args.style_size, variant=args.variant, content_layers=content_layers, style_layers=style_layers,
-        alpha=args.alpha, beta=args.beta, lambda_os=args.lambda_os, tv_weight=args.tv_weight,
-        noise_level=args.noise_level, seed=args.seed, optimizer=args.optimizer, lr=args.lr, precision=args.precision,
-    )
-    # Only what was asked for, so that a plain run passes the same keywords as before.
-    if args.style_weights is not None:
-        kwargs["style_weights"] = args.style_weights
-    if args.mask is not None:
-        kwargs["style_masks"] = args.mask
-    if args.preserve_colors is not None:
-        kwargs["preserve_colors"] = args.preserve_colors
-        if args.preserve_colors == "histogram":
-            kwargs["color_method"] = args.color_method or "cholesky"
 
-    # Cheap checks first, so that a typo in a path does not cost a weights download.
+def _check_files(args: argparse.Namespace, out: Path, styles: list[str], settings) -> None:
+    """Every input is a readable image, -o is none of them, the mask has a colour per STYLE, the scales fit."""
     from nstlib.images import load_image, target_size
     from nstlib.stylize import plan_scales
 
-    content_hw = target_size(tuple(load_image(args.content).shape[-2:]), args.size)
+    init = settings.init if isinstance(settings.init, str) and settings.init not in ("noise", "content", "style") else None
+    for what, given in (("CONTENT", args.content), *(("STYLE", s) for s in styles), ("--init", init), ("--mask", args.mask)):
+        if given and os.path.exists(given) and _same_file(out, Path(given)):
+            raise UsageError(f"-o {out} is the {what} image itself; writing the result there would destroy it. "
+                             f"Choose another name, e.g. {out.with_name(out.stem + '_stylized' + out.suffix)}")
+    content_hw = target_size(tuple(load_image(args.content).shape[-2:]), settings.size)
     for style in styles:
         load_image(style)
     if args.mask is not None:
@@ -377,44 +424,33 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
 
         masks_from_labels(args.mask, len(styles))  # one colour per STYLE, checked before the weights load
     try:
-        plan_scales(content_hw, kwargs["scales"], kwargs["steps"])
+        plan_scales(content_hw, settings.scales, settings.steps)
     except ValueError as e:
         raise UsageError(f"--scales/--steps: {e}") from None
-    if kwargs["init"] not in ("noise", "content", "style"):
-        if not os.path.exists(kwargs["init"]):
-            raise FileNotFoundError(f"--init {kwargs['init']!r}: expected noise, content, style or an image file; no file at {kwargs['init']}")
-        load_image(kwargs["init"])
+    if init is not None:
+        load_image(init)
 
-    from nstlib.devices import describe_device, pick_device
-    from nstlib.images import save_image
-    from nstlib.precision import resolve_precision
-    from nstlib.stylize import StopReason, stylize
-    from nstlib.vgg import load_vgg, style_layer_preset
 
-    device = pick_device(args.device)
-    net = load_vgg(args.weights, pooling=args.pooling, device=device)
-    if isinstance(style_layers, str):
-        kwargs["style_layers"] = style_layers = style_layer_preset(style_layers, net.arch)
-    net.check_layers([*content_layers, *style_layers])
-    kwargs["precision"] = resolve_precision(args.precision, device)
+def _print_header(args: argparse.Namespace, styles: list[str], settings, net, device) -> None:
+    """What will run: the weights, the device and precision, the memory, the images, the settings."""
+    from nstlib.devices import describe_device
+    from nstlib.images import load_image, target_size
+    from nstlib.vgg import style_layer_preset
 
+    layers = settings.style_layers
+    if isinstance(layers, str):
+        layers = style_layer_preset(layers, net.arch)
+    net.check_layers([*settings.content_layers, *layers])
+    content_hw = target_size(tuple(load_image(args.content).shape[-2:]), settings.size)
+    where = f"preset {getattr(args, 'preset', 'fast')}" if args.settings is None else f"from {args.settings}"
     print(f"weights: {net.describe()}")
-    print(f"device:  {describe_device(device)}; precision {kwargs['precision']}")
-    print(f"memory:  {_memory_line(net, device, content_hw, kwargs)}")
+    print(f"device:  {describe_device(device)}; precision {settings.precision}")
+    print(f"memory:  {_memory_line(net, device, content_hw, settings, layers)}")
     print(f"content: {args.content}\nstyle:   {', '.join(styles)}" + (f"\nmask:    {args.mask}" if args.mask else ""))
-    print(f"settings (preset {args.preset}): " + _settings_line(kwargs))
+    print(f"settings ({where}): " + _settings_line(settings))
 
-    callback = None
-    if args.save_every:
-        def callback(info) -> None:
-            save_image(info.image, out.with_name(f"{out.stem}_step{info.step:04d}{out.suffix}"))
 
-    result = stylize(
-        args.content, styles[0] if len(styles) == 1 else styles, extractor=net, device=device, progress=not args.no_progress,
-        callback=callback, callback_every=args.save_every or 10, **kwargs,
-    )
-    with _no_ctrl_c():  # the best image so far is in memory: a Ctrl-C now must not lose it
-        path = result.save(out)
+def _print_result(result, device, path: Path) -> None:
     per_step = f" ({result.wall_time / result.steps_done:.3g} s/step)" if result.steps_done else ""
     if result.peak_memory_mib is not None:
         memory = f", peak GPU memory {result.peak_memory_mib:.0f} MiB"
@@ -423,13 +459,13 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
 
         memory = f", peak memory {peak_memory_mib(device):.0f} MiB (process)"
     print(f"time:    {result.wall_time:.1f} s for {result.steps_done} steps{per_step}, final loss {float(result.loss[0]):.4g}{memory}")
-    interrupted = result.stop_reason is StopReason.INTERRUPTED
-    if interrupted:
+    from nstlib.stylize import StopReason
+
+    if result.stop_reason is StopReason.INTERRUPTED:
         print(f"{result.stopped}: saved the best image so far.")
     elif result.stopped:
         print(f"stopped early: {result.stopped}")
     print(f"wrote:   {path}\n         {path.with_suffix('.json')}")
-    return EXIT_INTERRUPTED if interrupted else EXIT_OK
 
 
 def _cmd_layers(args: argparse.Namespace) -> int:
@@ -461,24 +497,26 @@ def _cmd_weights(args: argparse.Namespace) -> int:
 
 def _check_style_options(args: argparse.Namespace, n_styles: int) -> None:
     """--style-weights, --mask and --color-method against the number of STYLE images and each other."""
-    if args.style_weights is not None:
+    style_weights = getattr(args, "style_weights", None)
+    if style_weights is not None:
         if n_styles == 1:
             raise UsageError("--style-weights blends several STYLE images, and 1 was given; "
                              "give two or more STYLE paths after CONTENT, or drop --style-weights")
-        if len(args.style_weights) != n_styles:
+        if len(style_weights) != n_styles:
             example = ",".join([f"{1 / n_styles:.2g}"] * n_styles)
-            raise UsageError(f"--style-weights has {len(args.style_weights)} value{'s' if len(args.style_weights) != 1 else ''} "
+            raise UsageError(f"--style-weights has {len(style_weights)} value{'s' if len(style_weights) != 1 else ''} "
                              f"but {n_styles} STYLE images were given; give one per style, e.g. {example}")
     if args.mask is not None:
         if n_styles == 1:
             raise UsageError("--mask places several STYLE images by region, and 1 was given; "
                              "give one STYLE path per colour of the mask after CONTENT, or drop --mask")
-        if args.style_weights is not None:
+        if style_weights is not None:
             raise UsageError("--mask and --style-weights exclude each other: with a mask each region takes one style "
                              "whole; drop --style-weights (or --mask, to blend the styles everywhere)")
-    if args.color_method is not None and args.preserve_colors != "histogram":
+    preserve = getattr(args, "preserve_colors", None)
+    if getattr(args, "color_method", None) is not None and preserve != "histogram":
         raise UsageError(f"--color-method only applies to --preserve-colors histogram, "
-                         f"got {'no --preserve-colors' if args.preserve_colors is None else '--preserve-colors ' + args.preserve_colors}")
+                         f"got {'no --preserve-colors' if preserve is None else '--preserve-colors ' + preserve}")
 
 
 def _check_output(path: Path) -> Path:
@@ -509,12 +547,12 @@ def _no_ctrl_c():
         signal.signal(signal.SIGINT, old)
 
 
-def _memory_line(net, device, hw: tuple[int, int], kwargs: dict[str, Any]) -> str:
+def _memory_line(net, device, hw: tuple[int, int], settings, style_layers) -> str:
     """The memory the run will need at its output size, and what is free (refusing is stylize's job)."""
     from nstlib.memory import estimate_bytes, free_bytes, human
 
-    layers = [*kwargs["content_layers"], *kwargs["style_layers"]]
-    need = estimate_bytes(net, hw, layers, precision=kwargs["precision"].name, optimizer=kwargs["optimizer"])
+    layers = [*settings.content_layers, *style_layers]
+    need = estimate_bytes(net, hw, layers, precision=settings.precision.name, optimizer=settings.optimizer)
     free = free_bytes(device)
     return f"about {human(need)} needed at {hw[0]}x{hw[1]}" + (f", {human(free)} free" if free is not None else "")
 
@@ -527,14 +565,16 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _settings_line(kwargs: dict[str, Any]) -> str:
-    shown = {k: v for k, v in kwargs.items() if v is not None and k != "precision" and not (k == "tv_weight" and v == 0)}
-    for key in ("scales", "steps", "size", "style_weights"):
-        if isinstance(shown.get(key), (list, tuple)):
+def _settings_line(settings) -> str:
+    """key=value for every setting that is set, as an option would spell it (tv_weight only when used)."""
+    shown = {k: v for k, v in settings.to_dict().items()
+             if v is not None and k not in ("precision", "device") and not (k == "tv_weight" and v == 0)}
+    for key in ("scales", "steps", "size", "style_size", "style_weights"):
+        if isinstance(shown.get(key), list):
             shown[key] = ",".join(map(str, shown[key]))
     for key in ("content_layers", "style_layers"):
         v = shown[key]
-        shown[key] = ",".join(f"{n}={w:g}" for n, w in v.items()) if isinstance(v, dict) else ",".join(v) or "none"
+        shown[key] = ",".join(f"{n}={w:g}" for n, w in v.items()) if isinstance(v, dict) else v if isinstance(v, str) else ",".join(v) or "none"
     return " ".join(f"{k}={v}" for k, v in shown.items())
 
 

@@ -200,7 +200,7 @@ def test_memory_estimate_grows_with_size_batch_and_depth(random_vgg16):
 
 
 def test_a_size_that_does_not_fit_is_refused_before_allocating(random_vgg16, monkeypatch):
-    import nstlib.stylize as S
+    import nstlib.plan as S
 
     monkeypatch.setattr(S, "free_bytes", lambda device: 400 * 2**20)
     with pytest.raises(MemoryError, match=r"needs about .* but this machine has 419.4 MB free\. The largest size that fits is about \d+ px"):
@@ -232,10 +232,10 @@ def test_cli_refuses_a_huge_size_in_one_line(images, tmp_path, capsys):
 
 @pytest.mark.parametrize("scales", [None, [16]])
 def test_a_second_ctrl_c_still_returns_the_best_image(random_vgg16, monkeypatch, scales):
-    import nstlib.stylize as S
+    import nstlib.loop as S
 
     pressed = {"first": False, "second": False}
-    original = S._Loop.record
+    original = S.Loop.record
 
     def record(self, *args, **kwargs):
         if pressed["first"] and not pressed["second"]:
@@ -248,7 +248,7 @@ def test_a_second_ctrl_c_still_returns_the_best_image(random_vgg16, monkeypatch,
             pressed["first"] = True
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(S._Loop, "record", record)
+    monkeypatch.setattr(S.Loop, "record", record)
     kw = {**SMALL, "steps": [4, 4] if scales else 4, "style_layers": ["relu1_1"], "content_layers": ["relu2_1"]}
     r = stylize(torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32), extractor=random_vgg16, scales=scales,
                 callback=cb, callback_every=1, **kw)

@@ -14,9 +14,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_time_to_quality_table(monkeypatch, tmp_path):
-    monkeypatch.setattr(bench, "PLAIN", {**bench.PLAIN, "steps": 4})
-    real_preset = bench.preset
-    monkeypatch.setattr(bench, "preset", lambda name, size: {**real_preset(name, size), "scales": [32], "steps": [3, 2]})
+    monkeypatch.setattr(bench, "PLAIN", bench.PLAIN.replace(steps=4))
+    real_fast = bench.fast_settings
+    monkeypatch.setattr(bench, "fast_settings", lambda size: real_fast(size).replace(scales=[32], steps=[3, 2]))
     g = torch.Generator().manual_seed(0)
     photo, painting = tmp_path / "p.png", tmp_path / "s.png"
     from nstlib.images import save_image

@@ -87,7 +87,7 @@ def test_histogram_recolours_the_style_before_the_run(run, monkeypatch, content_
         seen["style"] = style
         return real(net, content, style, **kw)
 
-    monkeypatch.setattr("nstlib.stylize.build_objective", spy)
+    monkeypatch.setattr("nstlib.plan.build_objective", spy)
     r = run(preserve_colors="histogram", color_method="pca", steps=0)
     (recoloured,) = seen["style"]
     assert torch.allclose(recoloured, color.match_color(style_image, content_image, "pca"), atol=1e-6)

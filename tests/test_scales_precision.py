@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from nstlib import metrics, precision as P, presets
+from nstlib import metrics, precision as P
+from nstlib.settings import RunSettings
 from nstlib.losses import build_objective, resolve_weights
 from nstlib.stylize import StopOptimization, StopReason, plan_scales, scale_sizes, stylize
 
@@ -260,19 +261,19 @@ def test_style_layer_presets_are_accepted_by_name(run):
 
 
 def test_presets():
-    fast = presets.preset("fast", 512)
-    assert fast["scales"] == [128, 256, 512] and fast["steps"] == [80, 30, 30] and fast["init"] == "content"
-    assert presets.preset("fast", 128)["scales"] is None
-    assert presets.preset("fast", (300, 200))["scales"] == [150, 300]
-    paper = presets.preset("paper", 256)
-    assert (paper["init"], paper["scales"], paper["steps"]) == ("noise", None, 300)
+    fast = RunSettings.preset("fast", 512)
+    assert list(fast.scales) == [128, 256, 512] and list(fast.steps) == [80, 30, 30] and fast.init == "content"
+    assert RunSettings.preset("fast", 128).scales is None
+    assert list(RunSettings.preset("fast", (300, 200)).scales) == [150, 300]
+    paper = RunSettings.preset("paper", 256)
+    assert (paper.init, paper.scales, paper.steps) == ("noise", None, 300)
     with pytest.raises(ValueError, match="fast, paper"):
-        presets.preset("quick")
+        RunSettings.preset("quick")
 
 
 def test_preset_runs_through_stylize(random_vgg16):
-    kw = {**presets.preset("fast", 64), "steps": [2, 1], "scales": [32], "precision": "float32"}
-    r = stylize(torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64), extractor=random_vgg16, progress=False, **kw)
+    s = RunSettings.preset("fast", 64, steps=[2, 1], scales=[32], precision="float32")
+    r = stylize(torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64), s, extractor=random_vgg16, progress=False)
     assert r.image.shape == (1, 3, 64, 64) and r.steps_done == 3
 
 

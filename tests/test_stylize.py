@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-import nstlib.stylize as stylize_module
+import nstlib.plan as plan_module
 from nstlib.images import load_image
 from nstlib.losses import Objective, build_objective
 from nstlib.stylize import StepInfo, StopOptimization, StyleResult, stylize
@@ -318,14 +318,14 @@ def test_nan_objective_returns_best_finite_image(run, monkeypatch, optimizer):
                 total = total * float("nan")
             return total, parts
 
-    real = stylize_module.build_objective
+    real = plan_module.build_objective
 
     def fake_build_objective(*args, **kwargs):
         obj = real(*args, **kwargs)
         obj.__class__ = NaNAfterTwoCalls
         return obj
 
-    monkeypatch.setattr(stylize_module, "build_objective", fake_build_objective)
+    monkeypatch.setattr(plan_module, "build_objective", fake_build_objective)
     with pytest.warns(RuntimeWarning, match="non-finite"):
         r = run(optimizer=optimizer, steps=5, **FAST)
     assert "non-finite" in r.stopped

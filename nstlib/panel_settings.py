@@ -1,9 +1,12 @@
-"""The tuning panel's settings as a plain dataclass: JSON and back, and `stylize`'s arguments.
+"""The tuning panel's settings as a plain dataclass: JSON and back, and the run they make.
 
     s = PanelSettings(variant="normalized", lambda_os=1e-3)
     s.to_dict()           # what TuningPanel.settings() returns (and Save writes under "panel")
-    s.stylize_kwargs()    # the keyword arguments for nstlib.stylize.stylize, images aside
+    s.run_settings()      # the RunSettings of the run: stylize(content, style, settings=...)
 
+A PanelSettings is a view of `nstlib.settings.RunSettings` plus the panel's image choices
+(content, style, a second style and its share): `run_settings()` starts from the chosen preset,
+`RunSettings.preset("fast" or "paper", size)`, and puts the panel's controls over it.
 No widgets here: the panel reads its controls into a PanelSettings and sets them from one.
 """
 
@@ -14,7 +17,19 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from nstlib.settings import FAST_STEPS, PRESETS, RunSettings, coarse_to_fine
 from nstlib.vgg import GATYS_STYLE_LAYERS
+
+#: The fast preset's coarsest scale in the panel: 96 px, not the command line's 128, so that the
+#: panel's CPU default of 192 px runs 96 -> 192 instead of one scale. Measured on a 2-core CPU with
+#: the Caffe VGG-16 (tubingen + starry_night, bfloat16): 96 -> 192 px (80 + 30 steps) shows its
+#: first preview after 0.2 s and ends after 18 s; one scale at 192 px (80 steps) after 0.5 s and
+#: 25 s, for a picture as clean. Sizes from 512 px up get the command line's scales (128, 256, 512).
+PANEL_FAST_START = 96
+#: The panel's default size on a CPU (a clean picture in seconds) and on a GPU.
+CPU_SIZE, GPU_SIZE = 192, 512
+#: The "paper" preset's steps (one scale) on a CPU and on a GPU.
+PAPER_STEPS = {"cpu": 150, "gpu": 500}
 
 
 def _default_style_weights() -> dict[str, float]:
@@ -28,8 +43,10 @@ class PanelSettings:
     content, style: 'course:NAME' | 'path:PATH' | 'upload:NAME'. style2: a course image or ""
     (none); blend: its share of the Gram targets. colors: "painting", "luminance",
     "histogram-cholesky" or "histogram-pca". style_weights: the style layers of
-    `style_layer_set` in order, 0.0 for a layer switched off. On a GPU the panel starts at
-    size 512 and 500 steps instead of 128 and 150.
+    `style_layer_set` in order, 0.0 for a layer switched off. preset: "fast" (from the photo,
+    coarse to fine, bfloat16 where faster) or "paper" (noise start, one scale); `steps` are those
+    of the first (coarsest) scale, and each finer scale of "fast" runs 30 more (`schedule()`).
+    On a GPU the panel starts at size 512 (and 500 steps with "paper").
     """
 
     content: str = "course:tubingen"
@@ -37,8 +54,9 @@ class PanelSettings:
     style2: str = ""
     blend: float = 0.5
     colors: str = "painting"
-    size: int = 128
-    steps: int = 150
+    preset: str = "fast"
+    size: int = CPU_SIZE
+    steps: int = FAST_STEPS[0]
     optimizer: str = "lbfgs"
     variant: str = "gatys"
     alpha_over_beta: float = 1e-3
@@ -46,7 +64,7 @@ class PanelSettings:
     style_layer_set: str = "gatys"
     style_weights: dict[str, float] = field(default_factory=_default_style_weights)
     content_layer: str = "relu4_2"
-    init: str = "noise"
+    init: str = "content"
     pooling: str = "avg"
     tv_weight: float = 0.0
     seed: int = 0
@@ -87,34 +105,56 @@ class PanelSettings:
             d = d["panel"]
         return cls.from_dict(d, base)
 
-    # -- stylize ---------------------------------------------------------------------------
+    # -- the run ---------------------------------------------------------------------------
     def style_layers(self) -> dict[str, float]:
         """The style layers switched on (weight > 0) and their weights."""
         return {name: w for name, w in self.style_weights.items() if w > 0}
 
-    def stylize_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments for `stylize(content, style_or_styles, **kwargs)`.
+    def schedule(self) -> tuple[tuple[int, ...] | None, int | tuple[int, ...]]:
+        """(scales, steps) of the run: the longest side of each scale, coarse to fine (None: one
+        scale, the output's), and the steps (per scale with several scales)."""
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {', '.join(map(repr, PRESETS))}, got {self.preset!r}.")
+        sizes = coarse_to_fine(self.size, start=PANEL_FAST_START) if self.preset == "fast" else [self.size]
+        if len(sizes) == 1:
+            return None, self.steps
+        return tuple(sizes), (self.steps,) + (FAST_STEPS[1],) * (len(sizes) - 1)
 
-        The images, the network, the callback and the stop Event stay the caller's. With a 2nd
-        style, `style_weights` is [1 - blend, blend] (stylize's per-painting shares) and the
-        caller passes the two paintings as a list.
+    def describe_schedule(self) -> str:
+        """One line for the panel, e.g. "scales 96 → 192 px, steps 80 + 30, from the photo"."""
+        scales, steps = self.schedule()
+        if scales is None:
+            where = f"one scale, {self.size} px, {steps} steps"
+        else:
+            where = f"scales {' → '.join(map(str, scales))} px, steps {' + '.join(map(str, steps))}"
+        start = {"content": "from the photo", "noise": "from noise", "style": "from the painting"}[self.init]
+        return f"{where}, {start}"
+
+    def run_settings(self) -> RunSettings:
+        """The run: `RunSettings.preset(self.preset, self.size)` with the panel's controls over it.
+
+        Only the images stay the caller's (and the network, the callback, the stop Event). With a
+        2nd style, `style_weights` is (1 - blend, blend) (the paintings' shares) and the caller
+        passes the two paintings as a list. ValueError if every style layer is off with the
+        normalized loss (the gatys loss runs with none: a reconstruction).
         """
         layers = self.style_layers()
         if not layers and self.variant == "normalized":
             # The gatys loss runs with no style term (a reconstruction); the normalized one divides by it.
             raise ValueError("every style layer is switched off: tick at least one, or use the gatys loss.")
-        kw: dict[str, Any] = {
-            "variant": self.variant, "content_layers": [self.content_layer], "style_layers": layers,
+        scales, steps = self.schedule()
+        changes: dict[str, Any] = {
+            "variant": self.variant, "content_layers": (self.content_layer,), "style_layers": layers,
             "tv_weight": self.tv_weight, "init": self.init, "seed": self.seed, "optimizer": self.optimizer,
-            "steps": self.steps, "device": self.device,
+            "steps": steps, "scales": scales, "device": self.device, "weights": self.weights, "pooling": self.pooling,
         }
         if self.variant == "gatys":
-            kw.update(alpha=1.0, beta=1.0 / self.alpha_over_beta)
+            changes.update(alpha=1.0, beta=1.0 / self.alpha_over_beta)
         else:
-            kw.update(lambda_os=self.lambda_os)
+            changes.update(lambda_os=self.lambda_os)
         if self.style2:
-            kw["style_weights"] = [1.0 - self.blend, self.blend]
+            changes["style_weights"] = (1.0 - self.blend, self.blend)
         if self.colors != "painting":
             kind, _, method = self.colors.partition("-")
-            kw.update(preserve_colors=kind, color_method=method or "cholesky")
-        return kw
+            changes.update(preserve_colors=kind, color_method=method or "cholesky")
+        return RunSettings.preset(self.preset, self.size, **changes)

@@ -1,4 +1,4 @@
-"""nstlib.panel_settings without widgets: dict and JSON round trips, stylize's arguments."""
+"""nstlib.panel_settings without widgets: dict and JSON round trips, the RunSettings they make."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from nstlib.panel_settings import PanelSettings
+from nstlib.panel_settings import CPU_SIZE, PanelSettings
+from nstlib.settings import RunSettings
 
-KEYS = ["content", "style", "style2", "blend", "colors", "size", "steps", "optimizer", "variant", "alpha_over_beta",
+KEYS = ["content", "style", "style2", "blend", "colors", "preset", "size", "steps", "optimizer", "variant", "alpha_over_beta",
         "lambda_os", "style_layer_set", "style_weights", "content_layer", "init", "pooling", "tv_weight", "seed",
         "device", "weights"]
 
@@ -37,37 +38,63 @@ def test_missing_keys_keep_the_base_and_unknown_keys_are_named():
     base = PanelSettings(size=64, seed=5)
     s = PanelSettings.from_dict({"seed": 7}, base=base)
     assert (s.size, s.seed, base.seed) == (64, 7, 5)
-    assert PanelSettings.from_dict({}).size == 128
+    assert PanelSettings.from_dict({}).size == CPU_SIZE
     with pytest.raises(ValueError, match=r"unknown settings \['colour', 'sizes'\]"):
         PanelSettings.from_dict({"sizes": 64, "colour": "x", "seed": 1})
 
 
-def test_stylize_kwargs_gatys():
-    kw = PanelSettings(steps=7, seed=2, tv_weight=0.5, init="content", optimizer="adam", content_layer="relu3_2",
-                       style_weights={"relu1_1": 0.5, "relu2_1": 0.0, "relu3_1": 2.0}).stylize_kwargs()
-    assert kw == {"variant": "gatys", "content_layers": ["relu3_2"], "style_layers": {"relu1_1": 0.5, "relu3_1": 2.0},
-                  "tv_weight": 0.5, "init": "content", "seed": 2, "optimizer": "adam", "steps": 7, "device": "cpu",
-                  "alpha": 1.0, "beta": 1000.0}
+def test_run_settings_gatys():
+    rs = PanelSettings(preset="paper", steps=7, seed=2, tv_weight=0.5, init="content", optimizer="adam",
+                       content_layer="relu3_2", style_weights={"relu1_1": 0.5, "relu2_1": 0.0, "relu3_1": 2.0}).run_settings()
+    assert isinstance(rs, RunSettings)
+    assert (rs.variant, rs.content_layers, rs.style_layers) == ("gatys", ("relu3_2",), {"relu1_1": 0.5, "relu3_1": 2.0})
+    assert (rs.tv_weight, rs.init, rs.seed, rs.optimizer, rs.steps, rs.device) == (0.5, "content", 2, "adam", 7, "cpu")
+    assert (rs.alpha, rs.beta, rs.lambda_os) == (1.0, 1000.0, None)
+    assert rs.scales is None and rs.size == CPU_SIZE and rs.weights == "torchvision" and rs.pooling == "avg"
 
 
-def test_stylize_kwargs_normalized():
-    kw = PanelSettings(variant="normalized", lambda_os=1e-3).stylize_kwargs()
-    assert kw["variant"] == "normalized" and kw["lambda_os"] == 1e-3
-    assert "alpha" not in kw and "beta" not in kw
-    assert "style_weights" not in kw and "preserve_colors" not in kw
+def test_run_settings_normalized():
+    rs = PanelSettings(variant="normalized", lambda_os=1e-3).run_settings()
+    assert rs.variant == "normalized" and rs.lambda_os == 1e-3
+    assert rs.alpha is None and rs.beta is None
+    assert rs.style_weights is None and rs.preserve_colors is None
 
 
-def test_stylize_kwargs_second_style_and_colours():
-    kw = PanelSettings(style2="starry_night", blend=0.25, colors="histogram-pca").stylize_kwargs()
-    assert kw["style_weights"] == [0.75, 0.25]
-    assert kw["preserve_colors"] == "histogram" and kw["color_method"] == "pca"
-    kw = PanelSettings(colors="luminance").stylize_kwargs()
-    assert kw["preserve_colors"] == "luminance" and kw["color_method"] == "cholesky"
-    assert PanelSettings(colors="histogram-cholesky").stylize_kwargs()["color_method"] == "cholesky"
+def test_run_settings_second_style_and_colours():
+    rs = PanelSettings(style2="starry_night", blend=0.25, colors="histogram-pca").run_settings()
+    assert rs.style_weights == (0.75, 0.25)
+    assert rs.preserve_colors == "histogram" and rs.color_method == "pca"
+    rs = PanelSettings(colors="luminance").run_settings()
+    assert rs.preserve_colors == "luminance" and rs.color_method == "cholesky"
+    assert PanelSettings(colors="histogram-cholesky").run_settings().color_method == "cholesky"
 
 
 def test_every_style_layer_off():
     off = {f"relu{i}_1": 0.0 for i in range(1, 6)}
     with pytest.raises(ValueError, match="every style layer is switched off: tick at least one, or use the gatys loss"):
-        PanelSettings(variant="normalized", style_weights=off).stylize_kwargs()
-    assert PanelSettings(style_weights=off).stylize_kwargs()["style_layers"] == {}, "gatys: a reconstruction"
+        PanelSettings(variant="normalized", style_weights=off).run_settings()
+    assert PanelSettings(style_weights=off).run_settings().style_layers == {}, "gatys: a reconstruction"
+
+
+def test_presets_fast_and_paper():
+    fast = PanelSettings()  # the panel's default on a CPU
+    assert (fast.preset, fast.init) == ("fast", "content")
+    rs = fast.run_settings()
+    assert rs.init == "content" and rs.precision == "auto" and rs.optimizer == "lbfgs"
+    assert (rs.scales, rs.steps) == ((96, 192), (80, 30))
+    assert fast.describe_schedule() == "scales 96 → 192 px, steps 80 + 30, from the photo"
+    big = PanelSettings(size=512, steps=50).run_settings()
+    assert (big.scales, big.steps) == ((128, 256, 512), (50, 30, 30)), "the command line's fast scales at 512 px"
+    assert PanelSettings(size=40, steps=6).schedule() == (None, 6), "too small for a coarser scale"
+    paper = PanelSettings(preset="paper", init="noise", steps=150)
+    rs = paper.run_settings()
+    assert (rs.init, rs.scales, rs.steps, rs.noise_level) == ("noise", None, 150, 1.0)
+    assert paper.describe_schedule() == f"one scale, {CPU_SIZE} px, 150 steps, from noise"
+    with pytest.raises(ValueError, match="preset must be one of"):
+        PanelSettings(preset="turbo").run_settings()
+
+
+def test_old_saved_panel_json_without_preset_loads_with_the_default():
+    old = {k: v for k, v in PanelSettings(init="noise", steps=150, size=128).to_dict().items() if k != "preset"}
+    s = PanelSettings.from_json(json.dumps({"panel": old, "steps_done": 150}))
+    assert s.preset == "fast" and (s.init, s.steps, s.size) == ("noise", 150, 128)

@@ -263,8 +263,8 @@ def test_controls_follow_the_choices(panel):
 
 def test_cpu_default_size_is_small_and_explained():
     p = TuningPanel(weights=WEIGHTS, device="cpu")
-    assert p.size.value == 128
-    assert "No GPU here" in p.info.value and "128 px" in p.info.value
+    assert p.size.value == 192
+    assert "No GPU here" in p.info.value and "192 px" in p.info.value
 
 
 def test_compare_runs_a_then_b_side_by_side():
@@ -305,7 +305,7 @@ def test_settings_are_panel_settings_with_the_same_defaults():
     p = TuningPanel(weights=WEIGHTS, device="cpu")
     assert p.settings() == PanelSettings(weights=WEIGHTS).to_dict()
     assert list(p.settings()) == list(PanelSettings.keys())
-    assert PanelSettings.from_dict(p.settings()).stylize_kwargs()["beta"] == pytest.approx(1e3)
+    assert PanelSettings.from_dict(p.settings()).run_settings().beta == pytest.approx(1e3)
 
 
 def test_compare_refuses_while_another_panel_runs(panel):
@@ -317,3 +317,32 @@ def test_compare_refuses_while_another_panel_runs(panel):
     assert panel.wait(WAIT)
     assert c.run() and c.wait(WAIT)
     assert c.a.result.steps_done == 2 and c.b.result.steps_done == 2
+
+
+def test_preset_fast_and_paper_and_the_schedule_line():
+    p = TuningPanel("chelsea", "swirls", weights=WEIGHTS, device="cpu")
+    assert (p.preset.value, p.init.value, p.steps.value) == ("fast", "content", 80)
+    assert p.schedule == "scales 96 → 192 px, steps 80 + 30, from the photo"
+    assert "96 → 192 px" in p.schedule_line.value
+    p.size.value = 128
+    assert p.schedule == "one scale, 128 px, 80 steps, from the photo"
+    p.preset.value = "paper"  # as in the paper: from noise, one scale, the steps slider
+    assert (p.init.value, p.steps.value) == ("noise", 150)
+    assert p.schedule == "one scale, 128 px, 150 steps, from noise"
+    assert p.settings()["preset"] == "paper"
+    assert TuningPanel(weights=WEIGHTS, device="cpu").from_settings(p.settings()).settings() == p.settings()
+    with pytest.raises(ValueError, match="preset must be"):
+        TuningPanel(weights=WEIGHTS, preset="turbo")
+
+
+def test_fast_runs_coarse_to_fine(monkeypatch):
+    import nstlib.panel_settings as ps
+    monkeypatch.setattr(ps, "PANEL_FAST_START", 32)  # 32 -> 64 px: two scales in a few seconds
+    p = TuningPanel("chelsea", "swirls", size=64, steps=3, weights=WEIGHTS, preview_every_s=0.0, plot_every_s=0.0)
+    assert p.schedule == "scales 32 → 64 px, steps 3 + 30, from the photo"
+    assert p.run() and p.wait(WAIT)
+    r = p.result
+    assert p.error is None, p.message
+    assert r.settings["scales"] == [32, 64] and r.settings["init"] == "content" and r.steps_done == 33
+    assert p.progress.max == 33 and p.message.startswith("Done: 33 of 33 steps")
+    assert png_size(p.preview.value)[0] == 64

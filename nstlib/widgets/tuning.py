@@ -34,8 +34,9 @@ from matplotlib.ticker import MaxNLocator
 from nstlib import data
 from nstlib._io import atomic_write
 from nstlib.devices import pick_device
-from nstlib.panel_settings import PanelSettings
+from nstlib.panel_settings import CPU_SIZE, GPU_SIZE, PAPER_STEPS, PanelSettings
 from nstlib.runner import RunController, Throttle
+from nstlib.settings import FAST_STEPS
 from nstlib.stylize import StepInfo, StyleResult, stylize
 from nstlib.weights import ENV_VAR
 from nstlib.widgets.common import _extractor, _png, _start_warm_up
@@ -51,15 +52,19 @@ class TuningPanel(TuningControls):
     notice (the last note or refusal), refused (Runs refused while running).
     """
 
-    def __init__(self, content: str = "tubingen", style: str = "starry_night", *, size: int | None = None,
-                 steps: int | None = None, weights: str | None = None, device: str | None = None,
+    def __init__(self, content: str = "tubingen", style: str = "starry_night", *, preset: str = "fast",
+                 size: int | None = None, steps: int | None = None, weights: str | None = None, device: str | None = None,
                  save_dir: str | os.PathLike = "out/tuning", preview_every_s: float = 0.2,
                  plot_every_s: float = 0.5) -> None:
         dev = pick_device(device)
         gpu = dev.type != "cpu"
         weights = weights or os.environ.get(ENV_VAR, "").strip() or "torchvision"
         _start_warm_up(weights, "avg", dev.type)  # while the panel is built and shown
-        super().__init__(content, style, size=size or (512 if gpu else 128), steps=steps or (500 if gpu else 150),
+        if preset not in ("fast", "paper"):
+            raise ValueError(f"preset must be 'fast' or 'paper', got {preset!r}.")
+        paper_steps = PAPER_STEPS["gpu" if gpu else "cpu"]
+        super().__init__(content, style, preset=preset, size=size or (GPU_SIZE if gpu else CPU_SIZE),
+                         steps=steps or (FAST_STEPS[0] if preset == "fast" else paper_steps), paper_steps=paper_steps,
                          device=dev.type, weights=weights, save_dir=str(save_dir))
         self.preview_every_s, self.plot_every_s = preview_every_s, plot_every_s
         # One run at a time per process (shared by every panel); previews and plots throttled.
@@ -80,7 +85,7 @@ class TuningPanel(TuningControls):
         self._set_message("Ready: press Run.")
         self._cpu_note = "" if gpu else (
             f"No GPU here: the size starts at {self.size.value} px, where a step (and a new preview) takes a "
-            f"fraction of a second; every doubling of the size makes each step about 4x slower.")
+            f"fraction of a second with the fast preset; every doubling of the size makes each step about 4x slower.")
         self._net_for_ui()
 
     # -- settings ---------------------------------------------------------------------------
@@ -110,7 +115,11 @@ class TuningPanel(TuningControls):
         s = dict(settings)
         PanelSettings.from_dict(s)  # unknown keys: a ValueError naming them, before any control changes
         if meta.get("stopped") and isinstance(meta.get("steps_done"), int):
-            s["steps"] = meta["steps_done"]
+            if PanelSettings.from_dict(s).schedule()[0] is None:
+                s["steps"] = meta["steps_done"]
+            else:  # the slider sets the first scale's steps only: a stop in a finer scale has no setting
+                self._note(f"That run was stopped after {meta['steps_done']} steps of several scales; these "
+                           f"settings run it to the end.")
         if "device" in s and s["device"] not in self.device.options:
             self._note(f"device {s['device']!r} is not available here; using {self.device.value}.", error=True)
             s.pop("device")
@@ -181,16 +190,16 @@ class TuningPanel(TuningControls):
         notes = [n for n in (c_note, s_note) if n.startswith("Could not")]
         if notes:
             self._note(" ".join(notes))
-        kwargs = s.stylize_kwargs()  # ValueError if every style layer is off with the normalized loss
+        run = s.run_settings()  # ValueError if every style layer is off with the normalized loss
         styles: Any = style
         if s.style2:  # two paintings: the second's share of the Gram targets is the slider's
             second, note = data.load_or_fallback(s.style2, size=s.size)
             styles = [style, second]
             if s.blend in (0.0, 1.0):
                 self._note(f"The share of the 2nd style is {s.blend:g}: only one painting counts.")
-        self.progress.max, self.progress.value = s.steps, 0
+        self.progress.max, self.progress.value = _total(run.steps), 0
         self._set_message("Computing the targets…")
-        self.result = stylize(content, styles, **kwargs, extractor=net, callback=self._on_step, callback_every=1,
+        self.result = stylize(content, styles, settings=run, extractor=net, callback=self._on_step, callback_every=1,
                               stop=stop, progress=False)
         self._finish(self.result)
         return self.result
@@ -224,7 +233,7 @@ class TuningPanel(TuningControls):
         self._draw_plot()
         self.progress.value = r.steps_done
         how = f"Stopped ({r.stopped})" if r.stopped else "Done"
-        self._set_message(f"{how}: {r.steps_done} of {r.settings['steps']} steps in {r.wall_time:.1f} s; "
+        self._set_message(f"{how}: {r.steps_done} of {_total(r.settings['steps'])} steps in {r.wall_time:.1f} s; "
                           f"showing the best image (loss {float(r.loss[0]):.4g}). Save keeps it.")
 
     def _draw_plot(self) -> None:
@@ -283,3 +292,8 @@ class TuningPanel(TuningControls):
             self._note(f"Saved {p} and {p.with_suffix('.json').name} (the settings: TuningPanel().from_settings(path)).")
         except Exception as e:
             self._note(f"Cannot save: {e}", error=True)
+
+
+def _total(steps: int | list[int] | tuple[int, ...]) -> int:
+    """The steps of a run over all its scales."""
+    return steps if isinstance(steps, int) else sum(steps)

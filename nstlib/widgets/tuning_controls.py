@@ -15,6 +15,7 @@ from PIL import Image
 from nstlib import data
 from nstlib.devices import describe_device
 from nstlib.panel_settings import PanelSettings
+from nstlib.settings import FAST_STEPS
 from nstlib.vgg import VGGFeatures, style_layer_preset
 from nstlib.widgets.common import (_LABEL, _descendants, _extractor, _ImageChooser, _notice_html, _png, _row, _small,
                                    _status_html)
@@ -33,21 +34,26 @@ class TuningControls:
     PanelSettings, `_apply(dict)` sets them; message and notice are the status line and the note.
     """
 
-    def __init__(self, content: str, style: str, *, size: int, steps: int, device: str, weights: str,
-                 save_dir: str) -> None:
+    def __init__(self, content: str, style: str, *, preset: str, size: int, steps: int, paper_steps: int,
+                 device: str, weights: str, save_dir: str) -> None:
         self.weights = weights
+        self._preset_steps = {"fast": FAST_STEPS[0], "paper": paper_steps}  # the steps a preset starts with
         self._arch = "vgg19"  # of the network last loaded: it names Choi & Kim's layers
         self.message = self.notice = ""
         self._cpu_note = ""  # the info line's advice on a CPU (the panel's)
-        self._build_settings(content, style, size, steps, device)
+        self._build_settings(content, style, preset, size, steps, device)
         self._build_view(save_dir)
         self._lay_out()
         self.variant.observe(lambda _: self._show_weights(), "value")
         self.layer_set.observe(lambda _: self._label_layers(), "value")
         self.style2.observe(lambda _: self._show_weights(), "value")
+        self.preset.observe(lambda _: self._preset_changed(), "value")
+        for w in (self.size, self.steps, self.init):
+            w.observe(lambda _: self._show_schedule(), "value")
         self._show_weights()
+        self._show_schedule()
 
-    def _build_settings(self, content: str, style: str, size: int, steps: int, device: str) -> None:
+    def _build_settings(self, content: str, style: str, preset: str, size: int, steps: int, device: str) -> None:
         """The controls that are the run's settings (what PanelSettings holds)."""
         self.content, self.style = _ImageChooser("Content", content), _ImageChooser("Style", style)
         # A second painting (a course image) blended into the first: its share of the Gram targets.
@@ -59,8 +65,15 @@ class TuningControls:
                                           ("the photo's: histogram (Cholesky)", "histogram-cholesky"),
                                           ("the photo's: histogram (PCA)", "histogram-pca")],
                                  value="painting", description="colours")
+        # fast: from the photo, coarse to fine, bfloat16 where faster; paper: noise start, one scale.
+        self.preset = W.ToggleButtons(options=["fast", "paper"], value=preset,
+                                      tooltips=["from the photo, coarse to fine, bfloat16 where faster",
+                                                "as in the paper: from noise, one scale"])
         self.size = W.IntSlider(value=size, min=16, max=1024, step=16, description="size (px)")
         self.steps = W.IntSlider(value=steps, min=1, max=2000, description="steps")
+        # What the run will do: its scales and steps (the steps slider is the first scale's).
+        self.schedule_line = W.HTML(layout={"margin": f"0 0 4px calc({_LABEL} + 8px)"})
+        self.schedule_line.add_class("nst-schedule")
         self.optimizer = W.ToggleButtons(options=["lbfgs", "adam"])
         self.variant = W.ToggleButtons(options=["gatys", "normalized"])
         self.ratio = W.FloatLogSlider(value=1e-3, min=-7, max=1, description="α/β", **_LOG)
@@ -70,7 +83,7 @@ class TuningControls:
         self.layer_on = [W.Checkbox(value=True, indent=False, layout={"width": "7em"}) for _ in range(5)]
         self.layer_w = [W.FloatLogSlider(value=0.2, min=-3, max=1, **_LOG) for _ in range(5)]
         self.content_layer = W.Dropdown(options=CONTENT_LAYERS, value="relu4_2", description="content layer")
-        self.init = W.ToggleButtons(options=["noise", "content", "style"])
+        self.init = W.ToggleButtons(options=["noise", "content", "style"], value="content" if preset == "fast" else "noise")
         self.pooling = W.ToggleButtons(options=["avg", "max"])
         self.tv_weight = W.BoundedFloatText(value=0.0, min=0.0, max=1e12, description="TV weight")
         self.seed = W.IntText(value=0, description="seed")
@@ -99,8 +112,8 @@ class TuningControls:
     def _lay_out(self) -> None:
         weights_rows = [W.HBox([cb, sl], layout={"margin": "0 0 0 1em"}) for cb, sl in zip(self.layer_on, self.layer_w)]
         self.controls = W.VBox([
-            *self.content.widgets, *self.style.widgets, self.style2, self.blend, self.colors, self.size, self.steps,
-            _row("optimizer", self.optimizer), _row("loss", self.variant), self.ratio, self.lambda_os, self.layer_set,
+            *self.content.widgets, *self.style.widgets, self.style2, self.blend, self.colors,
+            _row("preset", self.preset), self.size, self.steps, self.schedule_line, _row("optimizer", self.optimizer), _row("loss", self.variant), self.ratio, self.lambda_os, self.layer_set,
             *weights_rows, self.content_layer, _row("init", self.init), _row("pooling", self.pooling), self.tv_weight,
             self.seed, self.device,
         ], layout={"width": "480px", "min_width": "480px"})
@@ -135,6 +148,17 @@ class TuningControls:
         self.lambda_os.layout.display = "none" if gatys else None
         self.blend.layout.display = None if self.style2.value else "none"
 
+    def _preset_changed(self) -> None:
+        """A preset sets where the run starts and the steps of its first scale (both can be changed after)."""
+        self.init.value = "content" if self.preset.value == "fast" else "noise"
+        self.steps.value = self._preset_steps[self.preset.value]
+        self._show_schedule()
+
+    def _show_schedule(self) -> None:
+        s = PanelSettings(preset=self.preset.value, size=self.size.value, steps=self.steps.value, init=self.init.value)
+        self.schedule = s.describe_schedule()
+        self.schedule_line.value = _small(html.escape(self.schedule))
+
     def _label_layers(self) -> None:
         for cb, name in zip(self.layer_on, _layers_of(self.layer_set.value, self._arch)):
             cb.description = name
@@ -162,7 +186,7 @@ class TuningControls:
         names = _layers_of(self.layer_set.value, self._arch)
         return PanelSettings(
             content=self.content.spec(), style=self.style.spec(), style2=self.style2.value,
-            blend=self.blend.value, colors=self.colors.value, size=self.size.value,
+            blend=self.blend.value, colors=self.colors.value, preset=self.preset.value, size=self.size.value,
             steps=self.steps.value, optimizer=self.optimizer.value, variant=self.variant.value,
             alpha_over_beta=self.ratio.value, lambda_os=self.lambda_os.value, style_layer_set=self.layer_set.value,
             style_weights={n: (s.value if cb.value else 0.0) for n, cb, s in zip(names, self.layer_on, self.layer_w)},
@@ -172,7 +196,8 @@ class TuningControls:
 
     def _apply(self, s: Mapping[str, Any]) -> None:
         """Set the controls named in `s` (keys of PanelSettings, checked before); ValueError if one is impossible."""
-        simple = {"size": self.size, "steps": self.steps, "optimizer": self.optimizer, "variant": self.variant,
+        # The preset first: it sets init and steps, which the settings may then change.
+        simple = {"preset": self.preset, "size": self.size, "steps": self.steps, "optimizer": self.optimizer, "variant": self.variant,
                   "alpha_over_beta": self.ratio, "lambda_os": self.lambda_os, "style_layer_set": self.layer_set,
                   "content_layer": self.content_layer, "init": self.init, "pooling": self.pooling,
                   "tv_weight": self.tv_weight, "seed": self.seed, "device": self.device, "style2": self.style2,

@@ -63,6 +63,17 @@ def _start_warm_up(weights: str, pooling: str, device: str) -> None:
             _warm_thread.start()
 
 
+def wait_for_warm_up(timeout: float | None = None) -> bool:
+    """Wait for the background warm-up of the first panel (at most `timeout` s); True when it is over.
+
+    For measurements: a run started during the warm-up shares the processor with it.
+    """
+    t = _warm_thread
+    if t is not None:
+        t.join(timeout)
+    return t is None or not t.is_alive()
+
+
 def _row(label: str, widget: W.Widget) -> W.HBox:
     """A label left of `widget`, as wide as the other controls' descriptions (ToggleButtons put theirs on top)."""
     text = W.Label(label, layout={"width": _LABEL, "min_width": _LABEL,

@@ -46,19 +46,39 @@ RECORD_ONLY = ("content", "style", "style_masks", "precision_reason", "arch", "m
 
 @dataclass(frozen=True)
 class RunSettings:
-    """Every setting of one run (see `nstlib.stylize.stylize` for how each is used).
+    """Every setting of one run (`nstlib.stylize.stylize` runs it).
 
-    size: output longest side or (H, W); None keeps the content image's size.
-    style_size: the style image's longest side or (H, W) at the output size; None: the output's.
-    style_weights: with several style images, the share of each (>= 0, normalized to sum 1).
-    preserve_colors: None, "luminance" or "histogram"; color_method: "cholesky" or "pca".
-    variant: "gatys" (alpha, beta; defaults 1 and 1e3) or "normalized" (lambda_os, default 1e-2).
-    content_layers, style_layers: names (equal weights) or {name: weight}; style_layers may name
-        a preset, "gatys" or "choi-kim". A sequence as a weight runs one image per value.
-    init: "noise", "content", "style" or an image; noise_level: the noise start's amplitude.
-    steps: per scale, or one number per scale; scales: longest sides before the output's, or None.
-    lr: None for the optimizer's default (`DEFAULT_LR`).
-    precision: "auto", "float32" or "bfloat16"; device: None/"auto", "cpu", "cuda", ...
+    size: longest side (int) or (H, W) of the output; None keeps the content image's size.
+    style_size: the style image's longest side or (H, W) at the output size; None: the output's
+        longest side. At a coarser scale the style image shrinks by the same factor.
+    style_weights: with several style images, how much of each (>= 0, normalized to sum 1;
+        default equal). The style target of each layer is the blend of the images' Gram
+        matrices, sum_k w_k A_k: for the Gatys loss this has the same minimum as the weighted
+        sum of the single-style losses; the normalized loss divides by the blend's energy.
+    preserve_colors: None, "luminance" (Gatys et al. 2017: the transfer runs on luminance, and
+        the result takes the photo's colours, I and Q of YIQ) or "histogram" (the style images
+        are recoloured to the photo's colour mean and covariance first; `color_method`
+        "cholesky" or "pca" chooses the matrix, see `nstlib.color`). Needs a content image.
+    variant: "gatys" (L = alpha L_content + beta L_style; defaults 1 and 1e3) or "normalized"
+        (Choi & Kim: L = w (lambda_os L_o + L_s), every partial loss divided by its target's
+        energy; lambda_os defaults to 1e-2).
+    content_layers, style_layers: layer names (equal weights summing to 1) or {name: weight};
+        style_layers may also name a preset, "gatys" or "choi-kim". A sequence instead of a
+        number as alpha, beta, lambda_os or a layer's weight runs one image per value as a batch.
+    tv_weight: total-variation weight (0: none).
+    init: "noise" (seeded white noise), "content", "style", or an image.
+    noise_level: amplitude of the "noise" start around mid-grey: pixels uniform in
+        0.5 +- noise_level / 2 (1: uniform in [0, 1]). The optimizer removes only what the loss
+        sees, so the part of the noise a layer is blind to stays in the result: 0.02 gives a
+        nearly flat start and cleaner content reconstructions (notebook 2).
+    optimizer: "lbfgs" or "adam"; lr: None for the optimizer's default (`DEFAULT_LR`).
+    steps: steps per scale, or one number per scale.
+    scales: None for one scale (the output size), or the longest sides to run at, increasing,
+        e.g. (128, 256) or `scale_sizes(128, 512)`; the output size is added as the last scale.
+        The image is upsampled from one scale to the next; L-BFGS starts afresh at each scale,
+        Adam carries its moments over.
+    precision: "auto" (bfloat16 for the network where it is native and measured faster, see
+        `nstlib.precision`), "float32" or "bfloat16"; device: None or "auto", "cpu", "cuda", ...
     weights, pooling: which network `stylize` loads when it is not given one (None: $NSTLIB_WEIGHTS
         or torchvision's VGG-19; average pooling). A pooling set here must match a network given.
     """

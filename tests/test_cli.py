@@ -403,12 +403,13 @@ def test_mask_without_library_support_says_so(images, style2, mask, tmp_path, ca
 
 
 def test_the_readme_command_lines_parse():
-    """Every `python -m nstlib ...` example of the README is a valid command line (parsed, not run)."""
+    """Every `python -m nstlib ...` example of the README and docs/ is a valid command line (parsed, not run)."""
     import shlex
 
     from nstlib.cli import _check_style_options, build_parser
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    root = Path(__file__).resolve().parent.parent
+    readme = "\n".join(p.read_text() for p in [root / "README.md", *sorted((root / "docs").glob("*.md"))])
     lines = [line.split("#")[0] for line in readme.splitlines() if line.startswith("python -m nstlib ")]
     assert any("--mask" in line for line in lines) and any("--style-weights" in line for line in lines)
     parser = build_parser()
@@ -416,3 +417,4 @@ def test_the_readme_command_lines_parse():
         args = parser.parse_args(shlex.split(line)[3:])
         if args.command == "stylize":
             _check_style_options(args, len(args.style))
+    assert any("--settings" in line for line in lines)

@@ -15,6 +15,8 @@ from typing import Any
 #: (tests/test_cli.py checks that they agree).
 PRESERVE_COLORS = ("luminance", "histogram")
 COLOR_METHODS = ("cholesky", "pca")
+#: nstlib.style_losses.STYLE_LOSSES, spelled out for the same reason (tests/test_cli.py checks it).
+STYLE_LOSSES = ("gram", "mean-std", "mmd-gaussian", "w2", "sliced")
 
 
 class UsageError(Exception):
@@ -180,6 +182,10 @@ SETTING_OPTIONS: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
     ("loss", "--variant", "variant", dict(
         choices=("gatys", "normalized"), help="gatys: alpha*L_content + beta*L_style; normalized: Choi & Kim, "
         "lambda_os*L_o + L_s (default gatys)")),
+    ("loss", "--style-loss", "style_loss", dict(
+        choices=STYLE_LOSSES, help="how the style is compared (notebook 8): gram (Gatys), mean-std (per-channel "
+        "mean and std), mmd-gaussian, w2 (Wasserstein-2 of Gaussian fits), sliced (sliced Wasserstein); the others "
+        "than gram take one STYLE and no --mask (default gram)")),
     ("loss", "--alpha", "alpha", dict(type=_weight, help="gatys content weight (default 1)")),
     ("loss", "--beta", "beta", dict(type=_weight, help="gatys style weight (default 1e3)")),
     ("loss", "--lambda-os", "lambda_os", dict(type=_weight, help="normalized variant's content weight (default 1e-2)")),

@@ -24,6 +24,7 @@ import torch
 
 from nstlib.precision import Precision, extract
 from nstlib.regions import guided_gram, region_shares, resize_masks
+from nstlib.style_losses import STYLE_LOSSES, StyleTarget, style_target
 from nstlib.vgg import VGGFeatures
 
 VARIANTS = ("gatys", "normalized")
@@ -154,6 +155,10 @@ class Objective:
     ``objective(features, image) -> (total (B,), parts)`` where ``parts`` maps
     "content:<layer>", "style:<layer>" and "tv" to the *unweighted* per-layer losses (B,),
     which is what the notebooks plot.
+
+    style_loss "gram" keeps Gram targets in style_targets; the others (`nstlib.style_losses`)
+    keep their statistics in style_stats, and draw their random positions or directions from
+    `generator` (seeded by build_objective, so that a run repeats).
     """
 
     variant: str
@@ -167,11 +172,14 @@ class Objective:
     # Spatial control: (K, H, W) region masks; then style_targets are (K, C, C), energies (K,).
     style_masks: torch.Tensor | None = None
     _masks_at: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict, repr=False)
+    style_loss: str = "gram"
+    style_stats: dict[str, StyleTarget] = field(default_factory=dict)  # the other style losses' targets
+    generator: torch.Generator | None = field(default=None, repr=False)
 
     @property
     def layers(self) -> tuple[str, ...]:
         """Every layer the objective reads, content first."""
-        return tuple(dict.fromkeys([*self.content_targets, *self.style_targets]))
+        return tuple(dict.fromkeys([*self.content_targets, *self.style_targets, *self.style_stats]))
 
     def __call__(self, features: Mapping[str, torch.Tensor], image: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         total = image.new_zeros(image.shape[0])
@@ -188,6 +196,12 @@ class Objective:
                 loss = self._guided_style_loss(f, target, self.style_energy[name])
             else:
                 loss = normalized_style_loss(f, target, self.style_energy[name]) if normalized else style_loss(f, target)
+            parts[f"style:{name}"] = loss
+            total = total + self.style_weights[name] * loss
+        for name, target in self.style_stats.items():
+            loss = target.loss(features[name], self.generator)
+            if normalized:
+                loss = loss / self.style_energy[name].clamp_min(1e-30)
             parts[f"style:{name}"] = loss
             total = total + self.style_weights[name] * loss
         if self.tv_weight:
@@ -245,6 +259,8 @@ def build_objective(
     precision: Precision | None = None,
     style_blend: Sequence[float] | None = None,
     style_masks: torch.Tensor | None = None,
+    style_loss: str = "gram",
+    seed: int = 0,
 ) -> Objective:
     """Compute targets once and fold every weight into one number per layer.
 
@@ -260,11 +276,18 @@ def build_objective(
     precision: the network's precision (see `nstlib.precision`; None: float32). Targets are
         computed in the precision the optimized image's features will be, so that the photo's
         own content loss is zero; Grams and energies are float32 either way.
+    style_loss: "gram" (the above) or one of `nstlib.style_losses.STYLE_LOSSES`: the style
+        image's statistics instead of its Gram matrix, one style image, no masks; the normalized
+        variant divides each layer's loss by its value for an all-zero feature map. seed: the
+        objective's generator (the random positions or directions those losses draw).
     """
     precision = precision or Precision("float32", "default")
     if variant not in VARIANTS:
         raise ValueError(f"variant must be 'gatys' or 'normalized', got {variant!r}.")
-    obj = Objective(variant=variant, tv_weight=float(as_batch_weight(tv_weight, "tv_weight")))
+    if style_loss not in STYLE_LOSSES:
+        raise ValueError(f"style_loss must be one of {', '.join(map(repr, STYLE_LOSSES))}, got {style_loss!r}.")
+    obj = Objective(variant=variant, tv_weight=float(as_batch_weight(tv_weight, "tv_weight")), style_loss=style_loss,
+                    generator=torch.Generator().manual_seed(seed))
     cw = layer_weight_dict(content_layers, "content_layers") if content is not None else {}
     sw = layer_weight_dict(style_layers, "style_layers") if style is not None else {}
     extractor.check_layers([*cw, *sw])
@@ -287,7 +310,9 @@ def build_objective(
         for n in cw:
             obj.content_targets[n] = feats[n].detach()
             obj.content_energy[n] = feats[n].pow(2).flatten(1).sum(1)
-    if sw and style_masks is not None:
+    if sw and style_loss != "gram":
+        _other_style_targets(obj, extractor, style, style_masks, sw, precision)
+    elif sw and style_masks is not None:
         styles = list(style) if isinstance(style, (list, tuple)) else [style]
         if style_masks.ndim != 3 or style_masks.shape[0] != len(styles):
             raise ValueError(f"style_masks must be (K, H, W) with K = the number of style images ({len(styles)}), "
@@ -314,6 +339,21 @@ def build_objective(
         for n in sw:
             obj.style_energy[n] = obj.style_targets[n].pow(2).flatten(1).sum(1)
     return obj
+
+
+def _other_style_targets(obj: Objective, extractor: VGGFeatures, style: torch.Tensor | Sequence[torch.Tensor],
+                         style_masks: torch.Tensor | None, layers: Mapping[str, Weight], precision: Precision) -> None:
+    """The targets (statistics) and energies of a non-Gram style loss: one style image, no masks."""
+    styles = list(style) if isinstance(style, (list, tuple)) else [style]
+    if len(styles) != 1 or style_masks is not None:
+        raise ValueError(
+            f"style_loss={obj.style_loss!r} takes one style image, without style_masks: blends of several "
+            f"paintings and masked regions are defined for the Gram loss (style_loss='gram'), whose blend is the "
+            f"mixture's second moment; got {len(styles)} style image(s){' and masks' if style_masks is not None else ''}.")
+    feats = extract(extractor, styles[0].to(_device(extractor)), list(layers), precision)
+    for n in layers:
+        obj.style_stats[n] = style_target(obj.style_loss, feats[n])
+        obj.style_energy[n] = obj.style_stats[n].energy().to(_device(extractor))
 
 
 def _device(module: torch.nn.Module) -> torch.device:

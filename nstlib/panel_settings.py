@@ -44,7 +44,8 @@ class PanelSettings:
     (none); blend: its share of the Gram targets. colors: "painting", "luminance",
     "histogram-cholesky" or "histogram-pca". style_weights: the style layers of
     `style_layer_set` in order, 0.0 for a layer switched off. preset: "fast" (from the photo,
-    coarse to fine, bfloat16 where faster) or "paper" (noise start, one scale); `steps` are those
+    coarse to fine, bfloat16 where faster) or "paper" (noise start, one scale); style_loss: how
+    the style is compared (`nstlib.style_losses`; "gram" unless chosen); `steps` are those
     of the first (coarsest) scale, and each finer scale of "fast" runs 30 more (`schedule()`).
     On a GPU the panel starts at size 512 (and 500 steps with "paper").
     """
@@ -59,6 +60,7 @@ class PanelSettings:
     steps: int = FAST_STEPS[0]
     optimizer: str = "lbfgs"
     variant: str = "gatys"
+    style_loss: str = "gram"
     alpha_over_beta: float = 1e-3
     lambda_os: float = 1e-2
     style_layer_set: str = "gatys"
@@ -144,7 +146,7 @@ class PanelSettings:
             raise ValueError("every style layer is switched off: tick at least one, or use the gatys loss.")
         scales, steps = self.schedule()
         changes: dict[str, Any] = {
-            "variant": self.variant, "content_layers": (self.content_layer,), "style_layers": layers,
+            "variant": self.variant, "style_loss": self.style_loss, "content_layers": (self.content_layer,), "style_layers": layers,
             "tv_weight": self.tv_weight, "init": self.init, "seed": self.seed, "optimizer": self.optimizer,
             "steps": steps, "scales": scales, "device": self.device, "weights": self.weights, "pooling": self.pooling,
         }

@@ -108,7 +108,8 @@ class Plan:
 
     def objective(self, k: int, net: VGGFeatures) -> Objective:
         """The targets at scale k. The Gatys content loss sums over positions and the style loss
-        is per position, so the content weight is scaled to keep the output size's balance."""
+        is per position, so the content weight is scaled to keep the output size's balance.
+        The style losses that draw random positions or directions draw them from seed + k."""
         hw, out = self.scales[k].hw, self.out_hw
         c_factor = (out[0] * out[1]) / (hw[0] * hw[1]) if self.weights.variant == "gatys" else 1.0
         use_style = bool(self.style_layers)
@@ -118,7 +119,8 @@ class Plan:
             content_layers=self.content_layers, style_layers=self.style_layers, variant=self.weights.variant,
             content_weight=_times(self.weights.content, c_factor), style_weight=self.weights.style,
             tv_weight=self.settings.tv_weight, pixels=hw[0] * hw[1], precision=self.precision, style_blend=self.blend,
-            style_masks=self.masks if use_style else None,
+            style_masks=self.masks if use_style else None, style_loss=self.settings.style_loss,
+            seed=(self.settings.seed + k) % 2**63,
         )
 
     @property
@@ -262,7 +264,7 @@ def _record(p: Plan, content: Any, style: Any, style_masks: Any, net: VGGFeature
         style_masks=None if style_masks is None else (
             _describe(style_masks) if not isinstance(style_masks, torch.Tensor) else "<Tensor>"),
         preserve_colors=s.preserve_colors, color_method=s.color_method if s.preserve_colors == "histogram" else None,
-        variant=w.variant, content_layers=p.content_layers, style_layers=p.style_layers,
+        variant=w.variant, style_loss=s.style_loss, content_layers=p.content_layers, style_layers=p.style_layers,
         alpha=w.content if w.variant == "gatys" else None, beta=w.style if w.variant == "gatys" else None,
         lambda_os=w.content if w.variant == "normalized" else None,
         tv_weight=s.tv_weight, init=init if isinstance(init, str) else _describe(init),

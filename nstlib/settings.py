@@ -30,6 +30,7 @@ from nstlib import color
 from nstlib.images import Size
 from nstlib.losses import VARIANTS, LayerWeights, Weight, as_batch_weight, resolve_weights
 from nstlib.precision import PRECISIONS, Precision
+from nstlib.style_losses import STYLE_LOSSES
 from nstlib.vgg import GATYS_CONTENT_LAYERS, GATYS_STYLE_LAYERS, preset_name
 
 OPTIMIZERS = ("lbfgs", "adam")
@@ -62,6 +63,10 @@ class RunSettings:
     variant: "gatys" (L = alpha L_content + beta L_style; defaults 1 and 1e3) or "normalized"
         (Choi & Kim: L = w (lambda_os L_o + L_s), every partial loss divided by its target's
         energy; lambda_os defaults to 1e-2).
+    style_loss: how the style is compared (`nstlib.style_losses`, notebook 8): "gram" (Gatys),
+        "mean-std", "mmd-gaussian", "w2" or "sliced". The others take one style image, without
+        blends or masks; "mmd-gaussian" and "sliced" draw fresh random positions or directions
+        every step, from `seed`.
     content_layers, style_layers: layer names (equal weights summing to 1) or {name: weight};
         style_layers may also name a preset, "gatys" or "choi-kim". A sequence instead of a
         number as alpha, beta, lambda_os or a layer's weight runs one image per value as a batch.
@@ -91,6 +96,7 @@ class RunSettings:
     color_method: str = "cholesky"
     # the loss
     variant: str = "gatys"
+    style_loss: str = "gram"
     content_layers: LayerWeights = GATYS_CONTENT_LAYERS
     style_layers: LayerWeights | str = GATYS_STYLE_LAYERS
     alpha: Weight | None = None
@@ -120,6 +126,10 @@ class RunSettings:
             check_choice(self.preserve_colors, color.PRESERVE_COLORS, "preserve_colors")
         check_choice(self.color_method, color.COLOR_METHODS, "color_method")
         resolve_weights(self.variant, self.alpha, self.beta, self.lambda_os)  # the variant and its weights
+        check_choice(self.style_loss, STYLE_LOSSES, "style_loss")
+        if self.style_loss != "gram" and self.style_weights is not None and len(self.style_weights) > 1:
+            raise ValueError(f"style_weights blend several style images, which only style_loss='gram' does; "
+                             f"style_loss={self.style_loss!r} takes one style image.")
         for name in ("alpha", "beta", "lambda_os"):
             fix(name, _weight(getattr(self, name), name))
         fix("content_layers", _layers(self.content_layers, "content_layers", presets=False))

@@ -9,7 +9,7 @@ import pytest
 from nstlib.panel_settings import CPU_SIZE, PanelSettings
 from nstlib.settings import RunSettings
 
-KEYS = ["content", "style", "style2", "blend", "colors", "preset", "size", "steps", "optimizer", "variant", "alpha_over_beta",
+KEYS = ["content", "style", "style2", "blend", "colors", "preset", "size", "steps", "optimizer", "variant", "style_loss", "alpha_over_beta",
         "lambda_os", "style_layer_set", "style_weights", "content_layer", "init", "pooling", "tv_weight", "seed",
         "device", "weights"]
 

@@ -76,6 +76,10 @@ class TuningControls:
         self.schedule_line.add_class("nst-schedule")
         self.optimizer = W.ToggleButtons(options=["lbfgs", "adam"])
         self.variant = W.ToggleButtons(options=["gatys", "normalized"])
+        # How the style is compared (notebook 8): the Gram matrix, or another distance between feature distributions.
+        self.style_loss = W.Dropdown(options=[("Gram matrix (Gatys)", "gram"), ("mean and std per channel", "mean-std"),
+                                              ("MMD, Gaussian kernel", "mmd-gaussian"), ("Wasserstein-2, Gaussian fits", "w2"),
+                                              ("sliced Wasserstein", "sliced")], value="gram", description="style as")
         self.ratio = W.FloatLogSlider(value=1e-3, min=-7, max=1, description="α/β", **_LOG)
         self.lambda_os = W.FloatLogSlider(value=1e-2, min=-6, max=2, description="λ_os", **_LOG)
         self.layer_set = W.Dropdown(options=[("Gatys: relu1_1 … relu5_1", "gatys"),
@@ -113,7 +117,7 @@ class TuningControls:
         weights_rows = [W.HBox([cb, sl], layout={"margin": "0 0 0 1em"}) for cb, sl in zip(self.layer_on, self.layer_w)]
         self.controls = W.VBox([
             *self.content.widgets, *self.style.widgets, self.style2, self.blend, self.colors,
-            _row("preset", self.preset), self.size, self.steps, self.schedule_line, _row("optimizer", self.optimizer), _row("loss", self.variant), self.ratio, self.lambda_os, self.layer_set,
+            _row("preset", self.preset), self.size, self.steps, self.schedule_line, _row("optimizer", self.optimizer), _row("loss", self.variant), self.style_loss, self.ratio, self.lambda_os, self.layer_set,
             *weights_rows, self.content_layer, _row("init", self.init), _row("pooling", self.pooling), self.tv_weight,
             self.seed, self.device,
         ], layout={"width": "480px", "min_width": "480px"})
@@ -187,7 +191,7 @@ class TuningControls:
         return PanelSettings(
             content=self.content.spec(), style=self.style.spec(), style2=self.style2.value,
             blend=self.blend.value, colors=self.colors.value, preset=self.preset.value, size=self.size.value,
-            steps=self.steps.value, optimizer=self.optimizer.value, variant=self.variant.value,
+            steps=self.steps.value, optimizer=self.optimizer.value, variant=self.variant.value, style_loss=self.style_loss.value,
             alpha_over_beta=self.ratio.value, lambda_os=self.lambda_os.value, style_layer_set=self.layer_set.value,
             style_weights={n: (s.value if cb.value else 0.0) for n, cb, s in zip(names, self.layer_on, self.layer_w)},
             content_layer=self.content_layer.value, init=self.init.value, pooling=self.pooling.value,
@@ -198,7 +202,7 @@ class TuningControls:
         """Set the controls named in `s` (keys of PanelSettings, checked before); ValueError if one is impossible."""
         # The preset first: it sets init and steps, which the settings may then change.
         simple = {"preset": self.preset, "size": self.size, "steps": self.steps, "optimizer": self.optimizer, "variant": self.variant,
-                  "alpha_over_beta": self.ratio, "lambda_os": self.lambda_os, "style_layer_set": self.layer_set,
+                  "style_loss": self.style_loss, "alpha_over_beta": self.ratio, "lambda_os": self.lambda_os, "style_layer_set": self.layer_set,
                   "content_layer": self.content_layer, "init": self.init, "pooling": self.pooling,
                   "tv_weight": self.tv_weight, "seed": self.seed, "device": self.device, "style2": self.style2,
                   "blend": self.blend, "colors": self.colors}

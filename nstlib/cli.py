@@ -263,6 +263,8 @@ def _print_result(result, device, path: Path) -> None:
     print(f"time:    {result.wall_time:.1f} s for {result.steps_done} steps{per_step}, final loss {float(result.loss[0]):.4g}{memory}")
     from nstlib.stylize import StopReason
 
+    if result.stop_reason is StopReason.CONVERGED:
+        print(f"         converged: the last scale's loss fell by less than {result.settings['tolerance']:g} per step")
     if result.stop_reason is StopReason.INTERRUPTED:
         print(f"{result.stopped}: saved the best image so far.")
     elif result.stopped:

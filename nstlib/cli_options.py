@@ -117,6 +117,19 @@ def _scales(text: str) -> tuple[int, ...] | None:
     return values
 
 
+def _tolerance(text: str) -> float | None:
+    """'none' -> None (every step runs); '1e-3' -> 0.001, a number in (0, 1)."""
+    if text.strip().lower() in ("none", "off", "0", ""):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1) such as 1e-3, or 'none', got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1) such as 1e-3, or 'none', got {text!r}")
+    return value
+
+
 def parse_layers(text: str, option: str) -> tuple[str, ...] | dict[str, float] | str:
     """'relu4_2' / 'relu1_1,relu2_1' -> names (equal weights); 'relu4_2=1,relu5_1=0.5' -> {name: weight}.
 
@@ -201,6 +214,10 @@ SETTING_OPTIONS: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
     ("optimization", "--scales", "scales", dict(
         type=_scales, help="coarse to fine: sizes (longest sides) to run at before the output size, e.g. 128 or "
         "128,181; 'none' for one scale (default: fast 128, 256, ... doubling up to --size; paper none)")),
+    ("optimization", "--tolerance", "tolerance", dict(
+        type=_tolerance, help="end the last scale once the loss falls by less than this fraction per step over "
+        "20 steps (its --steps are then the most it runs); 'none' runs every step (default: fast 1e-3, draft and "
+        "paper none)")),
     ("optimization", "--optimizer", "optimizer", dict(choices=("lbfgs", "adam"), help="default lbfgs")),
     ("optimization", "--lr", "lr", dict(type=float, help="learning rate (default: 1 for lbfgs, 0.02 for adam)")),
     ("optimization", "--init", "init", dict(

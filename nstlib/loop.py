@@ -25,6 +25,8 @@ from nstlib.losses import Objective
 from nstlib.precision import Precision, extract
 from nstlib.vgg import VGGFeatures
 
+#: Steps over which the loss's fall per step is measured against RunSettings.tolerance.
+CONVERGENCE_WINDOW = 20
 LBFGS_LOSS_SCALE = 1e3  # L-BFGS sees the loss scaled to this value at the start of each scale (see Loop.run_scale)
 
 
@@ -33,8 +35,12 @@ class StopOptimization(Exception):
 
 
 class StopReason(str, Enum):
-    """Why a run ended before its last step (`StyleResult.stop_reason`; None: all steps ran)."""
+    """Why a run ended before its last step (`StyleResult.stop_reason`; None: all steps ran).
 
+    CONVERGED is a normal end (the settings' `tolerance`): `StyleResult.stopped` stays None.
+    """
+
+    CONVERGED = "converged"  # the last scale's loss stopped falling (RunSettings.tolerance)
     REQUEST = "request"  # the `stop` event was set (a panel's Stop button)
     CALLBACK = "callback"  # the callback returned True or raised StopOptimization
     INTERRUPTED = "interrupted"  # Ctrl-C
@@ -97,6 +103,7 @@ class Loop:
     _scale_of_row: list[int] = field(default_factory=list)
     _names: list[str] = field(default_factory=list)
     _adam_state: dict[str, torch.Tensor] | None = None
+    _best_at: dict[int, float] = field(default_factory=dict)  # steps done at this scale -> lowest loss by then
 
     def record(self, scale: int, objective: Objective, x: torch.Tensor, best: BestImage) -> torch.Tensor:
         """Evaluate the objective at x, append a history row, update the best image; returns total (B,)."""
@@ -110,12 +117,16 @@ class Loop:
         best.update(t, x)
         return total
 
-    def run_scale(self, scale: int, x: torch.Tensor, objective: Objective, best: BestImage, steps: int) -> None:
+    def run_scale(self, scale: int, x: torch.Tensor, objective: Objective, best: BestImage, steps: int,
+                  tolerance: float | None = None) -> None:
         """`steps` optimizer steps on x at one scale; sets stop_reason if the run must end.
 
         Both optimizers keep the pixels in [0, 1] (a projected step): every loss recorded, and
-        so the best image kept, is that of an image the user can get.
+        so the best image kept, is that of an image the user can get. With `tolerance`, the scale
+        ends sooner once its lowest loss falls by less than `tolerance` (relative) per step over
+        the last CONVERGENCE_WINDOW steps.
         """
+        self._best_at = {}
         opt = self._optimizer(x)
         closure = self._closure(opt, scale, x, objective, best)
         done_here = 0
@@ -130,7 +141,7 @@ class Loop:
                 done_here += 1
                 self.done += 1
                 self.bar.update(1)
-                if self._after_step(scale, done_here, steps, x):
+                if self._after_step(scale, done_here, steps, x) or self._converged(done_here, tolerance):
                     break
         except KeyboardInterrupt:
             self.end(StopReason.INTERRUPTED, f"interrupted (Ctrl-C) after {self.done} steps")
@@ -203,6 +214,24 @@ class Loop:
                 t = st.get("t")
                 if "d" in st and t:
                     st["d"] = (x - before).flatten() / t
+
+    def _converged(self, done_here: int, tolerance: float | None) -> bool:
+        """Has the lowest loss of this scale fallen by less than `tolerance` per step over the window?"""
+        if tolerance is None or self.stop_reason is not None:
+            return False
+        check_every = 1 if self.optimizer == "lbfgs" else 10
+        if done_here % check_every:
+            return False
+        last = float(self._totals[-1].sum())  # the loss before this step's update
+        self._best_at[done_here] = min(last, self._best_at.get(done_here - check_every, math.inf))
+        then = self._best_at.get(done_here - CONVERGENCE_WINDOW)
+        now = self._best_at[done_here]
+        if then is None or not math.isfinite(then) or now <= 0:
+            return False
+        if (then - now) / (CONVERGENCE_WINDOW * now) < tolerance:
+            self.stop_reason = StopReason.CONVERGED
+            return True
+        return False
 
     def _after_step(self, scale: int, done_here: int, steps: int, x: torch.Tensor) -> bool:
         """Checks, the progress bar and the callback after a step; True if the run must end."""

@@ -270,7 +270,8 @@ def _record(p: Plan, content: Any, style: Any, style_masks: Any, net: VGGFeature
         tv_weight=s.tv_weight, init=init if isinstance(init, str) else _describe(init),
         noise_level=s.noise_level if isinstance(init, str) and init == "noise" else None, seed=s.seed,
         optimizer=s.optimizer, steps=s.steps if isinstance(s.steps, int) else list(s.steps),
-        scales=[max(x.hw) for x in p.scales] if len(p.scales) > 1 else None, precision=p.precision.name,
+        scales=[max(x.hw) for x in p.scales] if len(p.scales) > 1 else None, tolerance=s.tolerance,
+        precision=p.precision.name,
         precision_reason=p.precision.reason, lr=s.learning_rate, device=str(device), pooling=net.pooling, arch=net.arch,
         memory_estimate_mb=round(needed / 2**20),
     )

@@ -78,6 +78,9 @@ class RunSettings:
         nearly flat start and cleaner content reconstructions (notebook 2).
     optimizer: "lbfgs" or "adam"; lr: None for the optimizer's default (`DEFAULT_LR`).
     steps: steps per scale, or one number per scale.
+    tolerance: None (every step runs), or when the picture is done: the last scale ends once its
+        lowest loss falls by less than this fraction per step over the last 20 steps (1e-3: 0.1 %
+        per step); its `steps` are then the most it runs.
     scales: None for one scale (the output size), or the longest sides to run at, increasing,
         e.g. (128, 256) or `scale_sizes(128, 512)`; the output size is added as the last scale.
         The image is upsampled from one scale to the next; L-BFGS starts afresh at each scale,
@@ -110,6 +113,7 @@ class RunSettings:
     optimizer: str = "lbfgs"
     steps: int | tuple[int, ...] = 300
     scales: tuple[int, ...] | None = None
+    tolerance: float | None = None
     lr: float | None = None
     # the network and the machine
     precision: str | Precision = "auto"
@@ -141,6 +145,7 @@ class RunSettings:
         check_choice(self.optimizer, OPTIMIZERS, "optimizer")
         fix("steps", check_steps(self.steps))
         fix("scales", check_scales(self.scales))
+        fix("tolerance", check_tolerance(self.tolerance))
         fix("lr", check_lr(self.lr))
         if not isinstance(self.precision, Precision):
             check_choice(self.precision, PRECISIONS, "precision")
@@ -329,6 +334,16 @@ def check_lr(lr: Any) -> float | None:
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0 or not math.isfinite(lr):
         raise ValueError(f"lr must be > 0, got {lr}.")
     return float(lr)
+
+
+def check_tolerance(tolerance: Any) -> float | None:
+    if tolerance is None:
+        return None
+    tolerance = _scalar(tolerance)
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 < tolerance < 1:
+        raise ValueError(f"tolerance must be None or a number in (0, 1), the relative fall of the loss per step "
+                         f"below which the last scale ends (e.g. 1e-3), got {tolerance!r}.")
+    return float(tolerance)
 
 
 def check_steps(steps: Any) -> int | tuple[int, ...]:

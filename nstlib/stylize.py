@@ -125,8 +125,9 @@ def _optimize(plan: Plan, net: VGGFeatures, loop: Loop, dev: torch.device, progr
             best = BestImage(x)
             loop.bar.set_description(f"{plan.weights.variant}/{s.optimizer} {sc.hw[0]}x{sc.hw[1]}"
                                      + (f" (scale {k + 1}/{len(plan.scales)})" if len(plan.scales) > 1 else ""))
-            loop.run_scale(k, x, objective, best, sc.steps)
-            if loop.stop_reason is not None:
+            last = k == len(plan.scales) - 1
+            loop.run_scale(k, x, objective, best, sc.steps, s.tolerance if last else None)
+            if loop.stop_reason not in (None, StopReason.CONVERGED):
                 break
     finally:
         loop.bar.close()

@@ -7,6 +7,7 @@ worse, and a longer run returned a worse picture than a shorter one (issue 23).
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -70,3 +71,29 @@ def test_a_longer_run_never_returns_a_worse_picture(pretrained_net, paper_images
         assert float(r.loss[0]) == pytest.approx(returned, rel=1e-3), (steps, float(r.loss[0]), returned)
         losses_at[steps] = returned
     assert losses_at[200] <= losses_at[100], losses_at
+
+
+# -- stopping when the picture is done ----------------------------------------------------------------
+
+def test_tolerance_ends_the_last_scale_when_the_loss_stops_falling(random_vgg16):
+    g = torch.Generator().manual_seed(2)
+    photo, painting = torch.rand(1, 3, 40, 40, generator=g), torch.rand(1, 3, 40, 40, generator=g)
+    kw = dict(extractor=random_vgg16, init="content", scales=[24], steps=[5, 400], **SMALL)
+    done = stylize(photo, painting, tolerance=1e-2, **kw)
+    assert done.stop_reason is not None and done.stop_reason.value == "converged" and done.stopped is None
+    assert 5 + 20 <= done.steps_done < 405
+    total = done.history["total"][done.history["scale"][:, 0] == 1, 0]
+    best = np.minimum.accumulate(total)
+    n = done.steps_done - 5  # steps at the last scale; row k is the loss before step k + 1
+    assert (best[n - 20] - best[n - 1]) / (20 * best[n - 1]) < 1e-2
+    assert done.settings["tolerance"] == 1e-2
+    every = stylize(photo, painting, **kw, tolerance=None, callback=lambda i: i.step >= done.steps_done, callback_every=1)
+    assert torch.equal(every.image, done.image), "the same steps, then the same picture"
+
+
+def test_tolerance_is_checked():
+    from nstlib.settings import RunSettings
+
+    for bad in (0, 1, -1e-3, "1e-3", True):
+        with pytest.raises(ValueError, match="tolerance must be None or a number in \\(0, 1\\)"):
+            RunSettings(tolerance=bad)

@@ -30,7 +30,9 @@ Kim's normalization, and the same rule normalizes the other four.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -83,14 +85,29 @@ def sqrtm_newton_schulz(a: torch.Tensor, iters: int = NS_ITERS) -> tuple[torch.T
     Y <- Y T, Z <- T Z, T = (3 I - Z Y) / 2 converges (Higham 2008, eq. 6.35). Eigenvalues far
     below the largest converge last: after k iterations those under about 1.5^(-2k) of it are
     still too small, which underestimates their square roots.
+    Denormal floats are flushed to zero meanwhile: the products of a nearly singular A (a deep
+    layer of a small image has fewer positions than channels) underflow, and denormal
+    arithmetic made these products 5x slower on a CPU (relu5_1 at 96 px: 0.99 s -> 0.19 s).
     """
     norm = torch.linalg.matrix_norm(a).clamp_min(1e-30)[:, None, None]
     eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device).expand_as(a)
     y, z = a / norm, eye
-    for _ in range(iters):
-        t = 0.5 * (3.0 * eye - torch.bmm(z, y))
-        y, z = torch.bmm(y, t), torch.bmm(t, z)
+    with _flush_denormals():
+        for _ in range(iters):
+            t = 0.5 * (3.0 * eye - torch.bmm(z, y))
+            y, z = torch.bmm(y, t), torch.bmm(t, z)
     return y * norm.sqrt(), z / norm.sqrt()
+
+
+@contextlib.contextmanager
+def _flush_denormals() -> Iterator[None]:
+    """CPU denormals read as zero inside (torch's default, off, is restored after)."""
+    flushing = torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        if flushing:
+            torch.set_flush_denormal(False)
 
 
 class _TraceSqrtm(torch.autograd.Function):

@@ -1,29 +1,14 @@
-"""Time to quality, and the cost of a step. ``python -m nstlib.bench``.
+"""The cost of a step. ``python -m nstlib.bench``.
 
-Default: **time to quality.** For each size (default 256 and 512) it runs, in one process on
-the same photo and painting,
+For each size it measures seconds per step of `stylize` next to seconds per bare forward +
+backward pass of the same network slice (up to the deepest layer the losses read),
+alternating step by step in stylize's callback so that other load hits both alike, and the
+peak memory. The default warmup for L-BFGS is its history size (100): each L-BFGS step costs
+more as its history fills. (How good a picture is after N seconds, the plain loop against the
+presets, is `nstlib.bench_curves`.)
 
-- plain: the loop as any 100-line Gatys implementation writes it: float32, one scale, 150
-  L-BFGS steps from the photo (the paper's layers and weights);
-- fast: the command line's default preset (`RunSettings.preset("fast")`: coarse to fine from 128 px,
-  bfloat16 where it is native and faster),
-
-and prints a markdown table: wall time, the final loss of each evaluated the same way (the
-plain run's float32 objective at the output size), the independent measures of
-`nstlib.metrics` (style distance on layers neither loss reads, content distance, edge
-agreement, pixel noise), and when the plain run (its image every 5 steps) first reached the
-fast run's final loss, and its style distance, with its content distance at that moment: at
-equal style, the run closer to the photo is the better one.
-
-``--per-step``: the cost of one step instead. For each size it measures seconds per step of
-`stylize` next to seconds per bare forward + backward pass of the same network slice (up to
-the deepest layer the losses read), alternating step by step in stylize's callback so that
-other load hits both alike, and the peak memory. The default warmup for L-BFGS is its history
-size (100): each L-BFGS step costs more as its history fills.
-
-The images: ``--content`` / ``--style``, else the paper's (``$NSTLIB_TEST_IMAGES``), else
-seeded random ones (fine for timing, meaningless for quality).
-``$NSTLIB_IMAGE_DIR`` works too (``make bench`` points it at ../shared/images).
+The images: the paper's (``$NSTLIB_TEST_IMAGES`` or ``$NSTLIB_IMAGE_DIR``), else seeded random
+ones (fine for timing).
 """
 
 from __future__ import annotations
@@ -43,12 +28,9 @@ import torch
 
 from nstlib.devices import describe_device, pick_device, synchronize
 from nstlib.images import load_image
-from nstlib import metrics
-from nstlib.losses import build_objective
 from nstlib.precision import Precision, extract, resolve_precision
-from nstlib.settings import RunSettings
-from nstlib.stylize import StepInfo, StyleResult, stylize
-from nstlib.vgg import GATYS_CONTENT_LAYERS, GATYS_STYLE_LAYERS, VGGFeatures, load_vgg, style_layer_preset
+from nstlib.stylize import StepInfo, stylize
+from nstlib.vgg import GATYS_CONTENT_LAYERS, VGGFeatures, load_vgg, style_layer_preset
 
 #: Default warmup steps: L-BFGS's history size (see stylize.py), so that its history is full.
 DEFAULT_WARMUP = {"lbfgs": 100, "adam": 5}
@@ -217,135 +199,6 @@ def run(sizes: Sequence[int], *, steps: int = 5, warmup: int | None = None, repe
     return rows
 
 
-#: The plain loop the fast preset is compared with.
-PLAIN = RunSettings(init="content", steps=150, scales=None, precision="float32", optimizer="lbfgs", variant="gatys",
-                    style_layers=GATYS_STYLE_LAYERS, content_layers=GATYS_CONTENT_LAYERS)
-
-
-def fast_settings(size: int) -> RunSettings:
-    """The run the plain loop is compared with: the command line's default."""
-    return RunSettings.preset("fast", size)
-
-
-@dataclass
-class Quality:
-    """One run of the time-to-quality comparison."""
-
-    name: str
-    hw: tuple[int, int]
-    wall_s: float
-    loss: float  # the plain objective (float32, output size) of the final image
-    style: float  # metrics.style_distance (lower: closer to the painting)
-    content: float  # metrics.content_distance (lower: closer to the photo)
-    edges: float  # metrics.edge_agreement (higher: keeps more of the photo's edges)
-    noise: float  # metrics.noise_level (8-bit grey levels)
-    precision: str = ""
-    peak_mib: float = 0.0
-    # plain only, from its image every 5 steps (clamped to [0, 1], as a user gets it):
-    to_reach_s: float | None = None  # seconds until it first had the fast run's final loss
-    to_style_s: float | None = None  # seconds until its style distance first was the fast run's
-    content_at_style: float | None = None  # its content distance then
-
-
-def compare(net: VGGFeatures, content: torch.Tensor, style: torch.Tensor, size: int,
-            device: torch.device) -> tuple[Quality, Quality]:
-    """The plain loop and the fast preset at `size`, measured alike. -> (plain, fast)"""
-    # The plain run's image every 5 steps, as the user would get it (clamped to [0, 1]), so that
-    # "when did plain reach fast's loss" compares the two under one objective.
-    snapshots: list[tuple[float, torch.Tensor]] = []
-
-    def note(info: StepInfo) -> None:
-        snapshots.append((info.elapsed, info.image.clone()))
-
-    def run(name: str, settings: RunSettings, **kw) -> tuple[StyleResult, float]:
-        reset_peak_memory(device)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # "large image on the CPU will be slow": we know
-            r = stylize(content, style, settings, extractor=net, device=device, progress=False, **kw)
-        if r.stopped:
-            raise RuntimeError(f"the {name} run at {size} px ended early: {r.stopped}")
-        return r, peak_memory_mib(device)
-
-    plain, plain_mem = run("plain", PLAIN, size=size, callback=note, callback_every=5)
-    fast, fast_mem = run("fast", fast_settings(size))
-    hw = tuple(plain.image.shape[-2:])
-    photo = load_image(content, size)
-    painting = load_image(style, size)
-    objective = build_objective(net, photo.to(device), painting.to(device), content_layers=PLAIN.content_layers,
-                                style_layers=PLAIN.style_layers, content_weight=1.0, style_weight=1e3)
-    rows = []
-    for name, r, mem in (("plain", plain, plain_mem), ("fast", fast, fast_mem)):
-        img = r.image.to(device)
-        with torch.no_grad():
-            loss = float(objective(net.extract(img, objective.layers), img)[0][0])
-        rows.append(Quality(
-            name, hw, r.wall_time, loss,
-            float(metrics.style_distance(net, img, painting)[0]), float(metrics.content_distance(net, img, photo)[0]),
-            float(metrics.edge_agreement(r.image, photo)[0]), float(metrics.noise_level(r.image)[0]),
-            r.settings["precision"], mem,
-        ))
-    # Time to quality: when did the plain run first have the fast run's loss, and its style?
-    # And how close to the photo was it then (at equal style, the better run keeps more content).
-    for elapsed, img in snapshots:
-        img = img.to(device)
-        with torch.no_grad():
-            loss = float(objective(net.extract(img, objective.layers), img)[0][0])
-        if rows[0].to_reach_s is None and loss <= rows[1].loss:
-            rows[0].to_reach_s = elapsed
-        if rows[0].to_style_s is None and float(metrics.style_distance(net, img, painting)[0]) <= rows[1].style:
-            rows[0].to_style_s = elapsed
-            rows[0].content_at_style = float(metrics.content_distance(net, img, photo)[0])
-        if rows[0].to_reach_s is not None and rows[0].to_style_s is not None:
-            break
-    return rows[0], rows[1]
-
-
-def run_quality(sizes: Sequence[int], *, device: str | None = None, weights: str | None = None,
-                content: str | None = None, style: str | None = None, out: TextIO = sys.stdout) -> list[Quality]:
-    """The time-to-quality comparison at every size; prints the markdown table to `out`."""
-    dev = pick_device(device)
-    net = load_vgg(weights, device=dev)
-    if content or style:
-        if not (content and style):
-            raise ValueError("give both --content and --style, or neither (then the paper's images or noise).")
-        c, s, what = load_image(content), load_image(style), f"{Path(content).name} / {Path(style).name}"
-    else:
-        c, s, what = bench_images()
-    print(f"weights: {net.describe()}", file=out)
-    print(f"device:  {describe_device(dev)}; torch {torch.__version__}", file=out)
-    print(f"images:  {what}", file=out)
-    print(f"plain:   float32, one scale, 150 L-BFGS steps from the photo; fast: {fast_settings(max(sizes))}", file=out, flush=True)
-    rows: list[Quality] = []
-    for size in sizes:
-        plain, fast = compare(net, c, s, size, dev)
-        rows += [plain, fast]
-        print(f"  {size}: plain {plain.wall_s:.1f} s, fast {fast.wall_s:.1f} s ({plain.wall_s / fast.wall_s:.1f}x)", file=out, flush=True)
-    print(file=out)
-    print(format_quality(rows, dev), file=out, flush=True)
-    return rows
-
-
-def format_quality(rows: Sequence[Quality], device: torch.device) -> str:
-    """The markdown table of the time-to-quality comparison."""
-    lines = [
-        "| size | run | precision | wall time (s) | speed-up | final loss | style dist. (lower) | content dist. (lower) "
-        "| edges (higher) | noise (grey lv.) | plain reaches fast's loss at (s) | plain reaches fast's style at (s), "
-        "content dist. then |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for plain, fast in zip(rows[0::2], rows[1::2]):
-        for r in (plain, fast):
-            speed = "1.0x" if r is plain else f"{plain.wall_s / r.wall_s:.1f}x"
-            reach = style_at = ""
-            if r is plain:
-                reach = f"not in {PLAIN.steps} steps" if r.to_reach_s is None else f"{r.to_reach_s:.1f}"
-                style_at = f"not in {PLAIN.steps} steps" if r.to_style_s is None else f"{r.to_style_s:.1f}, {r.content_at_style:.3f}"
-            lines.append(f"| {r.hw[0]} x {r.hw[1]} | {r.name} | {r.precision} | {r.wall_s:.1f} | {speed} | {r.loss:.4g} | "
-                         f"{r.style:.3f} | {r.content:.3f} | {r.edges:.3f} | {r.noise:.2f} | {reach} | {style_at} |")
-    lines.append(f"\nDevice: {describe_device(device)}.")
-    return "\n".join(lines)
-
-
 def format_table(rows: Sequence[Row], device: torch.device, mem_note: str) -> str:
     """The markdown table for the README."""
     cuda = device.type == "cuda"
@@ -379,11 +232,8 @@ def _sizes(text: str) -> list[int]:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m nstlib.bench [--sizes 128,256,512] [--steps N] ...``; returns the exit status."""
     p = argparse.ArgumentParser(prog="python -m nstlib.bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--per-step", action="store_true", help="measure the cost of a step instead of time to quality")
-    p.add_argument("--sizes", type=_sizes, default=None,
-                   help="longest sides, comma list (default 256,512; with --per-step 128,256,512)")
-    p.add_argument("--content", default=None, help="photo for the time-to-quality comparison (default: the paper's)")
-    p.add_argument("--style", default=None, help="painting for the time-to-quality comparison (default: the paper's)")
+    p.add_argument("--per-step", action="store_true", help="(the default; kept for old command lines)")
+    p.add_argument("--sizes", type=_sizes, default=None, help="longest sides, comma list (default 128,256,512)")
     p.add_argument("--steps", type=int, default=5, help="steps per measurement (default 5)")
     p.add_argument("--warmup", type=int, default=None,
                    help="steps before the first measurement, >= 1 (default: 100 for lbfgs, its full history; 5 for adam)")
@@ -395,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--optimizer", choices=("lbfgs", "adam"), default="lbfgs")
     p.add_argument("--layers", choices=("gatys", "choi-kim"), default="gatys", help="style layer preset (default gatys)")
     p.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
-                   help="--per-step: the network's precision, for stylize and the bare pass alike (default auto)")
+                   help="the network's precision, for stylize and the bare pass alike (default auto)")
     args = p.parse_args(argv)
     if args.steps < 1 or args.repeats < 1:
         p.error("--steps and --repeats must be >= 1")
@@ -404,10 +254,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             p.error("--threads must be >= 1")
         torch.set_num_threads(args.threads)
     try:
-        if not args.per_step:
-            run_quality(args.sizes or [256, 512], device=args.device, weights=args.weights,
-                        content=args.content, style=args.style)
-            return 0
         run(args.sizes or [128, 256, 512], steps=args.steps, warmup=args.warmup, repeats=args.repeats, device=args.device,
             weights=args.weights, variant=args.variant, optimizer=args.optimizer, layers=args.layers,
             precision=args.precision)

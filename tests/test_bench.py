@@ -13,34 +13,34 @@ from nstlib import bench
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_time_to_quality_table(monkeypatch, tmp_path):
-    monkeypatch.setattr(bench, "PLAIN", bench.PLAIN.replace(steps=4))
-    real_fast = bench.fast_settings
-    monkeypatch.setattr(bench, "fast_settings", lambda size: real_fast(size).replace(scales=[32], steps=[3, 2]))
+def test_main_reports_errors_in_one_line(capsys):
+    assert bench.main(["--weights", "/no/such/weights.pth", "--sizes", "64"]) == 1
+    assert capsys.readouterr().err.startswith("nstlib.bench: error:")
+
+
+def test_curves_table_and_figure(monkeypatch, tmp_path):
+    from nstlib import bench_curves as C
+
+    monkeypatch.setattr(C, "PLAIN", C.PLAIN.replace(steps=6))
+    real = C.RunSettings.preset
+    monkeypatch.setattr(C.RunSettings, "preset", staticmethod(
+        lambda name, size, **kw: real(name, size, **kw).replace(steps=3, scales=None)))
     g = torch.Generator().manual_seed(0)
-    photo, painting = tmp_path / "p.png", tmp_path / "s.png"
     from nstlib.images import save_image
 
-    save_image(torch.rand(1, 3, 48, 64, generator=g), photo)
-    save_image(torch.rand(1, 3, 64, 64, generator=g), painting)
-    out = io.StringIO()
-    rows = bench.run_quality([64], device="cpu", weights="random:vgg16:0", content=str(photo), style=str(painting), out=out)
-    text = out.getvalue()
-    plain, fast = rows
-    assert (plain.name, fast.name) == ("plain", "fast") and plain.hw == fast.hw == (48, 64)
-    assert plain.precision == "float32" and all(r.wall_s > 0 and r.loss > 0 for r in rows)
-    assert "| 48 x 64 | plain | float32 |" in text and "| 48 x 64 | fast |" in text
-    assert "p.png / s.png" in text
-
-
-def test_bench_refuses_half_a_pair():
-    with pytest.raises(ValueError, match="both --content and --style"):
-        bench.run_quality([64], device="cpu", weights="random:vgg16:0", content="x.png", out=io.StringIO())
-
-
-def test_main_reports_errors_in_one_line(capsys):
-    assert bench.main(["--weights", "random:vgg16:0", "--content", "missing.png", "--style", "missing.png", "--sizes", "64"]) == 1
-    assert capsys.readouterr().err.startswith("nstlib.bench: error:")
+    save_image(torch.rand(1, 3, 48, 64, generator=g), tmp_path / "p.png")
+    save_image(torch.rand(1, 3, 64, 64, generator=g), tmp_path / "s.png")
+    monkeypatch.setenv("NSTLIB_IMAGE_DIR", str(tmp_path))
+    curves = C.run_curves([("p.png", "s.png")], [64], ("fast", "paper"), device="cpu", weights="random:vgg16:0",
+                          out=io.StringIO())
+    assert [c.name for c in curves] == ["plain", "fast", "paper"] and all(c.points and c.wall_s > 0 for c in curves)
+    plain = curves[0]
+    assert plain.steps == 6 and plain.final == pytest.approx(min(v for _, v in plain.points), rel=1e-5)
+    table = C.summary(curves)
+    assert "| p.png x s.png | 64 | plain |" in table and "| p.png x s.png | 64 | fast |" in table
+    png = C.figure(curves, tmp_path / "curves.png")
+    assert png.stat().st_size > 1000
+    assert C.main(["--sizes", "64", "--pairs", "1", "--weights", "/no/such/weights.pth"]) == 1
 
 
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from nstlib._io import atomic_write
+from nstlib._io import atomic_group, atomic_write
 from nstlib.images import save_image, to_pil
 from nstlib.loop import StopReason
 
@@ -56,10 +56,15 @@ class StyleResult:
         """The result as a PIL image (item `index` of a batch)."""
         return to_pil(self.image, index)
 
-    def save(self, path: str | os.PathLike, index: int = 0) -> Path:
-        """Write the image (atomically) and its settings as JSON beside it (same name, .json)."""
-        path = save_image(self.image, path, index)
-        meta = {
+    def save(self, path: str | os.PathLike, index: int = 0, *, extra: dict[str, Any] | None = None) -> Path:
+        """Write the image and its settings as JSON beside it (same name, .json), both or neither.
+
+        extra: keys written first in the JSON (the tuning panel's "panel"). The two files are one
+        `atomic_group`: a full disk or a Ctrl-C leaves the previous image and JSON as they were,
+        and raises a WriteError that names the file and the cause.
+        """
+        meta = dict(extra or {})
+        meta.update({
             "settings": self.settings,
             "weights": self.weights,
             "device": self.device,
@@ -69,11 +74,13 @@ class StyleResult:
             "stop_reason": self.stop_reason.value if self.stop_reason else None,
             "final_loss": _finite_or_none(float(self.loss[index])),  # JSON has no NaN
             "batch_index": index,
-        }
+        })
         if self.peak_memory_mib is not None:
             meta["peak_memory_mib"] = round(self.peak_memory_mib, 1)
-        with atomic_write(path.with_suffix(".json"), "w") as f:
-            json.dump(meta, f, indent=2)
+        with atomic_group():
+            path = save_image(self.image, path, index)
+            with atomic_write(path.with_suffix(".json"), "w") as f:
+                json.dump(meta, f, indent=2)
         return path
 
     def __repr__(self) -> str:

@@ -34,6 +34,8 @@ import nbformat
 import pytest
 from nbformat import NotebookNode
 
+from nstlib._io import atomic_group, atomic_write, ensure_folder
+
 OPTION = "--lectures-html"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 WIDGET_NOTE = "[an interactive widget: open the notebook in JupyterLab to use it]"
@@ -342,6 +344,7 @@ class LectureRecorder:
         self.notebooks: dict[Path, list[pytest.Item]] = {}
         self.results: dict[str, CellResult] = {}  # by node id
         self.lectures: dict[Path, Lecture] = {}  # the notebooks written so far
+        self.index_error = ""  # why index.html could not be written, if it could not
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self.notebooks = dict(_notebook_cells(session.items))
@@ -386,9 +389,13 @@ class LectureRecorder:
             lec.figures = count_figures(executed)
             executed.metadata["lectures_html"] = {"counts": lec.counts, "seconds": round(lec.seconds, 3),
                                                   "figures": lec.figures}
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            nbformat.write(executed, self.out_dir / f"{path.stem}.ipynb")
-            (self.out_dir / f"{path.stem}.html").write_text(lecture_page(executed, path.stem, path.parent), encoding="utf-8")
+            page = lecture_page(executed, path.stem, path.parent)
+            ensure_folder(self.out_dir)
+            with atomic_group():  # the notebook and its page: both or neither (the old ones kept)
+                with atomic_write(self.out_dir / f"{path.stem}.ipynb", "w") as f:
+                    nbformat.write(executed, f)
+                with atomic_write(self.out_dir / f"{path.stem}.html", "w") as f:
+                    f.write(page)
             lec.page = f"{path.stem}.html"
         except Exception as e:  # one broken page must not stop the other lectures
             lec.error = f"the page could not be written: {type(e).__name__}: {e}"
@@ -407,8 +414,13 @@ class LectureRecorder:
                 cells = [self.results[item.nodeid] for item in items]
                 lectures.append(Lecture(path.stem, notebook_title(nb, path.stem), what_you_will_do(nb),
                                         count_outcomes(cells), sum(c.seconds for c in cells)))
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        (self.out_dir / "index.html").write_text(index_page(lectures, run_info()), encoding="utf-8")
+        try:
+            ensure_folder(self.out_dir)
+            with atomic_write(self.out_dir / "index.html", "w") as f:
+                f.write(index_page(lectures, run_info()))
+        except OSError as e:  # one line (the file, the cause); the run goes on and fails at its end
+            self.index_error = str(e)
+            print(f"\n{OPTION}: {e}", file=sys.stderr)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         # An interrupted run: write what ran of the notebook that was going.
@@ -418,7 +430,8 @@ class LectureRecorder:
                 self.write_lecture(path, items[0].parent.nb)
         if self.notebooks:
             self.write_index()
-        if any(lec.error for lec in self.lectures.values()) and session.exitstatus == pytest.ExitCode.OK:
+        failed = any(lec.error for lec in self.lectures.values()) or self.index_error
+        if failed and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:

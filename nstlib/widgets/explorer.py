@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from nstlib._io import atomic_write
+from nstlib._io import atomic_group, atomic_write, ensure_folder
 from nstlib.devices import pick_device
-from nstlib.images import load_image, to_pil
+from nstlib.images import load_image, save_image, to_pil
 from nstlib.runner import RunController, Throttle
 from nstlib.vgg import VGGFeatures
 from nstlib.weights import ENV_VAR
@@ -250,7 +250,7 @@ class LayerExplorer(ExplorerJobs):
         path = Path(path)
         if path.suffix.lower() != ".png":
             raise ValueError(f"save writes a PNG: give a path ending in .png, got {str(path)!r}.")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        ensure_folder(path.parent, path)
         job = {"reconstruct": ("what this layer keeps", self.recon_image),
                "maximise": (f"what channel {self._channel} wants", self.wants_image)}.get(self.last_job or "")
         panels: list[tuple[str, Any]] = [
@@ -263,16 +263,17 @@ class LayerExplorer(ExplorerJobs):
             panels.append((job[0], np.asarray(to_pil(job[1]))))
         c, h, w = maps.feats.shape
         fig = slide(panels, f"{self._image_spec} | {self._layer} ({c}x{h}x{w}) | channel {self._channel}")
-        with atomic_write(path) as f:
-            fig.savefig(f, format="png", dpi=200)
         s = self.settings()
-        if self._image_spec == "tensor" or self._image_spec.startswith("upload:"):
-            copy = path.with_name(f"{path.stem}.image.png")
-            to_pil(self._image).save(copy)
-            s["image"] = f"path:{copy.resolve()}"
-        s["job"] = self.last_job if job is not None and job[1] is not None else None
-        with atomic_write(path.with_suffix(".json"), "w") as f:
-            json.dump(s, f, indent=2)
+        with atomic_group():  # the slide, the image copy and the JSON: all of them or none
+            with atomic_write(path) as f:
+                fig.savefig(f, format="png", dpi=200)
+            if self._image_spec == "tensor" or self._image_spec.startswith("upload:"):
+                copy = path.with_name(f"{path.stem}.image.png")
+                save_image(self._image, copy)
+                s["image"] = f"path:{copy.resolve()}"
+            s["job"] = self.last_job if job is not None and job[1] is not None else None
+            with atomic_write(path.with_suffix(".json"), "w") as f:
+                json.dump(s, f, indent=2)
         return path
 
     def _save_clicked(self) -> None:

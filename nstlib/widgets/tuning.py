@@ -32,7 +32,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from nstlib import data
-from nstlib._io import atomic_write
+from nstlib._io import atomic_group, atomic_write, ensure_folder
 from nstlib.devices import pick_device
 from nstlib.panel_settings import CPU_SIZE, GPU_SIZE, PAPER_STEPS, PanelSettings
 from nstlib.runner import RunController, Throttle
@@ -274,16 +274,14 @@ class TuningPanel(TuningControls):
         path = Path(path)
         if path.suffix.lower() != ".png":
             raise ValueError(f"save writes a PNG: give a path ending in .png, got {str(path)!r}.")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        for key, (name, raw) in self._run_uploads.items():
-            copy = path.with_name(f"{path.stem}.{key}{Path(name).suffix.lower() or '.png'}")
-            with atomic_write(copy) as f:
-                f.write(raw)
-            s[key] = f"path:{copy.resolve()}"
-        self.result.save(path)
-        meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
-        with atomic_write(path.with_suffix(".json"), "w") as f:
-            json.dump({"panel": s, **meta}, f, indent=2)
+        ensure_folder(path.parent, path)
+        with atomic_group():  # the uploads, the PNG and the JSON: all of them or none
+            for key, (name, raw) in self._run_uploads.items():
+                copy = path.with_name(f"{path.stem}.{key}{Path(name).suffix.lower() or '.png'}")
+                with atomic_write(copy) as f:
+                    f.write(raw)
+                s[key] = f"path:{copy.resolve()}"
+            self.result.save(path, extra={"panel": s})
         return path
 
     def _save_clicked(self) -> None:

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from nstlib import weights as W
+from nstlib.threads import apply_threads
 
 #: Gatys et al. 2016: style from the first layer of each block, content from block 4.
 GATYS_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
@@ -120,14 +121,17 @@ class VGGFeatures(nn.Module):
         for name in self.names:
             if name.startswith("conv"):
                 c_out = W.CHANNELS[int(name[4]) - 1]
-                modules.append(nn.Conv2d(c_in, c_out, 3, padding=1))
+                # built empty (meta): the loaded tensors become the parameters, no random init
+                modules.append(nn.Conv2d(c_in, c_out, 3, padding=1, device="meta"))
                 c_in = c_out
             elif name.startswith("relu"):
                 modules.append(nn.ReLU(inplace=False))  # a requested conv output must stay pre-ReLU
             else:
                 modules.append(nn.AvgPool2d(2, 2) if pooling == "avg" else nn.MaxPool2d(2, 2))
         self.features = nn.Sequential(*modules)
-        self.features.load_state_dict(loaded.state_dict)
+        # assign: the parameters are the loaded tensors themselves, not copies. Weights read from a
+        # file are memory-mapped (nstlib.weights), so the kernels of a class share their pages.
+        self.features.load_state_dict(loaded.state_dict, assign=True)
         self.requires_grad_(False)
         self.eval()
         if loaded.convention == "caffe":
@@ -224,6 +228,7 @@ def load_vgg(
     device: str | torch.device | None = None,
 ) -> VGGFeatures:
     """Build the feature extractor. weights: see `nstlib.weights` (argument > $NSTLIB_WEIGHTS > torchvision)."""
+    apply_threads()  # NSTLIB_THREADS (or the shared-machine default), once per process
     spec = W.resolve(weights)
     net = VGGFeatures(W.load(spec), pooling=pooling)
     if spec.origin != "argument" and spec.origin != "default":

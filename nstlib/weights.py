@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import re
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Mapping, Union
@@ -199,23 +200,88 @@ def _download_help(arch: str) -> str:
     )
 
 
-def _load_torchvision(arch: str) -> LoadedWeights:
-    import torchvision
+#: torchvision's VGG19_Weights / VGG16_Weights.IMAGENET1K_V1 URLs (tests check them against torchvision;
+#: written here so that loading the weights does not import torchvision: 190 MB per kernel).
+TORCHVISION_URLS = {
+    "vgg19": "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
+    "vgg16": "https://download.pytorch.org/models/vgg16-397923af.pth",
+}
 
+
+def torchvision_checkpoint(arch: str = "vgg19") -> tuple[str, Path]:
+    """(URL, cached file) of torchvision's ImageNet weights: $TORCH_HOME/hub/checkpoints/vgg19-dcbb9e9d.pth."""
     _check_arch(arch)
-    enum = {"vgg19": torchvision.models.VGG19_Weights, "vgg16": torchvision.models.VGG16_Weights}[arch]
-    w = enum.IMAGENET1K_V1
+    url = TORCHVISION_URLS[arch]
+    return url, Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urllib.parse.urlsplit(url).path)
+
+
+def _load_torchvision(arch: str) -> LoadedWeights:
+    """torchvision's checkpoint, memory-mapped from torch's cache: only the `features` pages are read.
+
+    Read with torch.load(mmap=True): the tensors are views of the cached file, so every kernel on
+    the machine shares one copy of them in the page cache, and the classifier (over 80 % of the
+    548 MB) is never read. The first use downloads the file once, atomically (torch.hub writes a
+    temporary file and renames it), checked against the hash in its name. A damaged cache file
+    (a download cut off, a disk error) is downloaded again, or refused with what to do.
+    """
+    _check_arch(arch)
+    enum_name = {"vgg19": "VGG19_Weights", "vgg16": "VGG16_Weights"}[arch]
+    url, cached = torchvision_checkpoint(arch)
+    if not cached.is_file():
+        _fetch_checkpoint(url, cached, arch)
     try:
-        state = w.get_state_dict(progress=True, weights_only=True)
-    except Exception as e:  # URLError, socket errors, HTTP errors: all mean "could not download"
+        state = _torch_load(cached)
+    except Exception as first:
+        problem = _damage(cached, first)
+        try:
+            _fetch_checkpoint(url, cached, arch)
+            state = _torch_load(cached)
+        except Exception as e:
+            raise WeightsUnavailableError(
+                f"the cached weights file {cached} is damaged ({problem}), and downloading it again failed "
+                f"({type(e).__name__}: {e}). Delete that file (or copy a good one over it: on a JupyterHub, "
+                f"ask who runs it), then load again.\n" + _download_help(arch)
+            ) from None
+    return LoadedWeights(
+        _features_state(state, arch, f"torchvision {enum_name}.IMAGENET1K_V1 ({cached})"),
+        arch, "torchvision", f"torchvision {enum_name}.IMAGENET1K_V1 (cached by torch)", True,
+    )
+
+
+def _fetch_checkpoint(url: str, cached: Path, arch: str) -> None:
+    """Download torchvision's checkpoint to `cached` (atomically, hash-checked) or raise WeightsUnavailableError."""
+    match = re.search(r"-([a-f0-9]{8,})\.", cached.name)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        # torch.hub writes CACHED.<uuid>.partial and renames it when the whole file came and its
+        # SHA-256 starts with the hash in the name: two kernels downloading at once both end
+        # with a good file, and a broken download leaves no file under the final name.
+        torch.hub.download_url_to_file(url, str(cached), match.group(1) if match else None, progress=True)
+    except Exception as e:  # URLError, socket errors, HTTP errors, a full or read-only disk
         raise WeightsUnavailableError(
             f"could not load torchvision's {arch} ImageNet weights ({type(e).__name__}: {e}).\n"
             + _download_help(arch)
         ) from None
-    return LoadedWeights(
-        _features_state(state, arch, f"torchvision {enum.__name__}.IMAGENET1K_V1"),
-        arch, "torchvision", f"torchvision {enum.__name__}.IMAGENET1K_V1 (cached by torch)", True,
-    )
+
+
+def _torch_load(path: Path):
+    """torch.load, weights only, memory-mapped when the file allows it (files of torch >= 1.6)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        # the legacy (pre-zip) format cannot be memory-mapped: read it the plain way; a file that
+        # is not a torch file fails again here, and that error is the one reported
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _damage(path: Path, error: BaseException) -> str:
+    """Why a cached checkpoint did not load, in words."""
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        return f"it cannot be read: {e}"
+    text = " ".join(str(error).split())[:160]
+    return f"{size:,} bytes, and it does not load: {type(error).__name__}: {text}; probably a download that was cut off"
 
 
 def _load_file(spec: WeightsSpec) -> LoadedWeights:
@@ -232,7 +298,7 @@ def _load_file(spec: WeightsSpec) -> LoadedWeights:
             + (f" (e.g. {path / found[0]})" if found else "") + "."
         )
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        raw = _torch_load(path)
     except Exception as e:
         # torch's own message advises weights_only=False: unsafe, and wrong for a non-torch file.
         raise ValueError(

@@ -9,6 +9,15 @@ Names ("keys") come from two lists in the repository's data/ folder:
   entry's ``max_bytes``, checked against ``sha256`` when one is given, checked to decode as an
   image, and written atomically (a failed download leaves nothing behind).
 
+The cache is pooch's (the fetcher of scikit-image and SciPy): the manifest is its registry (file
+name -> SHA-256), and pooch downloads into a temporary file in the cache folder, checks the
+hash, and renames the file into place, retrying a download that broke off. nstlib's own
+downloader (`download`'s HTTP part) does what pooch's does not: the size limit, the
+User-Agent, the image check and the messages. So several kernels that fetch the same painting at
+once each write their own temporary file and rename it: the cache always holds a whole file. A
+cached file that is damaged (a wrong SHA-256, or one that does not decode: a download cut off
+by an older tool, a disk error) is detected, removed and fetched again.
+
 Where a painting comes from, first match wins:
 
 1. ``$NSTLIB_IMAGE_DIR/<file>``: a local mirror folder (a JupyterHub's shared copy, or the
@@ -31,7 +40,6 @@ import http.client
 import json
 import os
 import socket
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -44,6 +52,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from . import __version__
+from ._io import describe_os_error
 from .images import MAX_PIXELS, Size, load_image
 
 #: The repository's data/ folder (nstlib is installed editable, beside it).
@@ -70,10 +79,12 @@ class DownloadError(RuntimeError):
     `reasons` lists one line per URL tried (for a single download: the message itself).
     """
 
-    def __init__(self, message: str, reasons: Optional[list[str]] = None, *, unreachable: bool = False) -> None:
+    def __init__(self, message: str, reasons: Optional[list[str]] = None, *, unreachable: bool = False,
+                 local: bool = False) -> None:
         super().__init__(message)
         self.reasons = list(reasons) if reasons else [message]
         self.unreachable = unreachable  # no connection at all (offline, DNS, refused, timeout)
+        self.local = local  # this machine's side failed (the cache folder: full, read-only, ...)
 
 
 @dataclass(frozen=True)
@@ -147,6 +158,7 @@ def path(
     cache: Optional[os.PathLike | str] = None,
     timeout: float = DEFAULT_TIMEOUT,
     progress: bool = True,
+    retries: int = 1,
 ) -> Path:
     """Path of the image file called `name`, downloading it once if needed.
 
@@ -155,6 +167,8 @@ def path(
     cache: the cache folder (default: `cache_dir()`).
     timeout: seconds to wait for a connection or for the next bytes.
     progress: show a tqdm progress bar while downloading.
+    retries: how many more times to try a download that broke off (the connection closed early).
+    A cached file that is damaged (wrong SHA-256, or not a whole image) is fetched again.
     Raises DownloadError (with what to do) when a download fails.
     """
     if name in _bundled():
@@ -165,7 +179,8 @@ def path(
         return mirrored
     folder = Path(cache).expanduser() if cache is not None else cache_dir()
     target = folder / entry["file"]
-    if target.is_file() and (entry["sha256"] is None or _sha256_file(target) == entry["sha256"].lower()):
+    damaged = _cached_problem(target, entry["sha256"]) if target.is_file() else None
+    if target.is_file() and damaged is None:
         return target
     if base_url is not None:
         urls = [base_url.rstrip("/") + "/" + urllib.parse.quote(entry["file"])]
@@ -175,11 +190,14 @@ def path(
     for url in urls:
         try:
             return download(url, target, max_bytes=entry["max_bytes"], sha256=entry["sha256"],
-                            timeout=timeout, progress=progress, what=f"{entry['title']!r} ({name})")
+                            timeout=timeout, progress=progress, what=f"{entry['title']!r} ({name})",
+                            retries=retries)
         except DownloadError as e:
             errors.append(str(e))
-            if e.unreachable:
-                break  # offline: the other URLs would only make the student wait again
+            if e.unreachable or e.local:
+                break  # offline, or the cache cannot be written: the other URLs would fail alike
+    if damaged is not None:
+        errors.insert(0, f"the cached file {target} is damaged ({damaged}) and was not replaced")
     raise DownloadError(_failure_message(entry, errors), errors)
 
 
@@ -229,15 +247,22 @@ def download(
     timeout: float = DEFAULT_TIMEOUT,
     progress: bool = True,
     what: Optional[str] = None,
+    retries: int = 0,
 ) -> Path:
-    """Download `url` to `target` atomically and check that it is an image.
+    """Download `url` to `target` atomically (through pooch) and check that it is an image.
 
     Refuses bodies larger than `max_bytes` (by Content-Length, and again while streaming),
     short bodies (fewer bytes than Content-Length), a wrong `sha256` and anything Pillow
     cannot decode or that has more than `nstlib.images.MAX_PIXELS` pixels. The bytes go to a
-    temporary file in the target's folder that is renamed only when every check passed, so a
-    failure leaves nothing behind. Returns the target path; raises DownloadError.
+    temporary file in the target's folder that pooch renames only when every check passed, so
+    a failure leaves nothing behind. A target that is already there and passes the checks is
+    kept (cached); a damaged one is replaced. retries: more tries after a download that broke
+    off. Returns the target path; raises DownloadError.
     """
+    import logging
+
+    import pooch
+
     target = Path(target)
     what = what or target.name
     scheme = urllib.parse.urlsplit(url).scheme
@@ -245,30 +270,100 @@ def download(
         raise ValueError(f"cannot download {what}: only http:// and https:// URLs are supported, got {url!r}.")
     if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
         raise ValueError(f"max_bytes must be a positive int, got {max_bytes!r}.")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    except OSError as e:
-        raise DownloadError(
-            f"cannot write {what} into the cache folder {target.parent}: {e}. "
-            f"Set {CACHE_ENV} to a writable folder."
-        ) from None
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            digest = _fetch(url, out, max_bytes=max_bytes, timeout=timeout, progress=progress,
-                            label=target.name, what=what)
-        if sha256 is not None and digest != sha256.lower():
+    if target.is_file():
+        problem = _cached_problem(target, sha256)
+        if problem is None:
+            return target
+        try:
+            target.unlink()
+        except FileNotFoundError:
+            pass  # another kernel replaced it meanwhile
+        except OSError as e:
             raise DownloadError(
-                f"{what} from {url} has SHA-256 {digest}, expected {sha256.lower()}: the file "
+                f"the cached file {target} is damaged ({problem}) and cannot be removed: {describe_os_error(e)}. "
+                f"Delete it (or ask who runs the shared cache), or set {CACHE_ENV} to a folder of your own.",
+                local=True,
+            ) from None
+    registry = pooch.create(
+        path=target.parent, base_url="", registry={target.name: f"sha256:{sha256.lower()}" if sha256 else None},
+        urls={target.name: url}, retry_if_failed=max(0, int(retries)),
+    )
+    fetch = _Downloader(max_bytes=max_bytes, sha256=sha256, timeout=timeout, progress=progress, what=what)
+    logger = pooch.get_logger()
+    level = logger.level
+    logger.setLevel(logging.WARNING)  # our progress bar says it; pooch's INFO line would repeat it
+    try:
+        return Path(registry.fetch(target.name, downloader=fetch))
+    except DownloadError:
+        raise
+    except OSError as e:  # the cache folder cannot be created or written (pooch's own check, or the move)
+        cause = e.__cause__ if isinstance(e.__cause__, OSError) else e
+        raise DownloadError(
+            f"cannot write {what} into the cache folder {target.parent}: {describe_os_error(cause)}. "
+            f"Nothing was saved. Set {CACHE_ENV} to a writable folder.",
+            local=True,
+        ) from None
+    finally:
+        logger.setLevel(level)
+
+
+class _BrokenOff(DownloadError, ValueError):
+    """A download that stopped early: pooch retries on ValueError (retry_if_failed)."""
+
+
+class _Downloader:
+    """pooch's downloader for nstlib: urllib with a size limit, a User-Agent, the image check."""
+
+    def __init__(self, *, max_bytes: int, sha256: Optional[str], timeout: float, progress: bool, what: str) -> None:
+        self.max_bytes, self.sha256, self.timeout, self.progress, self.what = max_bytes, sha256, timeout, progress, what
+
+    def __call__(self, url: str, output_file: str, pooch_obj: object = None) -> None:
+        tmp = Path(output_file)  # pooch's temporary file in the cache folder, renamed when all passed
+        registry = getattr(pooch_obj, "registry", None)
+        name = next(iter(registry)) if registry else tmp.name
+        try:
+            with open(tmp, "wb") as out:
+                digest = _fetch(url, out, max_bytes=self.max_bytes, timeout=self.timeout,
+                                progress=self.progress, label=name, what=self.what)
+                out.flush()
+                os.fsync(out.fileno())
+            os.chmod(tmp, 0o666 & ~_umask())  # readable by the other users of a shared cache
+        except OSError as e:
+            raise DownloadError(
+                f"cannot save {self.what} into the cache folder {tmp.parent}: {describe_os_error(e)}. "
+                f"Nothing was saved; free some space or set {CACHE_ENV} to another folder.",
+                local=True,
+            ) from None
+        if self.sha256 is not None and digest != self.sha256.lower():
+            raise DownloadError(
+                f"{self.what} from {url} has SHA-256 {digest}, expected {self.sha256.lower()}: the file "
                 f"changed on the server or was corrupted on the way. Nothing was saved."
             )
-        _check_image(tmp, url, what)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return target
+        _check_image(tmp, url, self.what)
+
+
+def _umask() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+def _cached_problem(file: Path, sha256: Optional[str]) -> Optional[str]:
+    """Why a cached image cannot be used (a wrong SHA-256, or it does not decode), or None."""
+    try:
+        if sha256 is not None:
+            digest = _sha256_file(file)
+            return None if digest == sha256.lower() else f"SHA-256 {digest[:12]}..., expected {sha256.lower()[:12]}..."
+        with Image.open(file) as img:
+            img.load()
+        return None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        size = file.stat().st_size if file.exists() else 0
+        return f"{size:,} bytes that do not decode as an image: {type(e).__name__}: {e}; a download cut off?"
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -305,7 +400,7 @@ def _fetch(url: str, out, *, max_bytes: int, timeout: float, progress: bool, lab
                     out.write(chunk)
                     bar.update(len(chunk))
             if expected is not None and received != expected:
-                raise DownloadError(
+                raise _BrokenOff(
                     f"the download of {what} from {url} broke off after {received:,} of {expected:,} "
                     f"bytes (the connection closed early). Nothing was saved; try again."
                 )
@@ -325,7 +420,7 @@ def _fetch(url: str, out, *, max_bytes: int, timeout: float, progress: bool, lab
         raise DownloadError(f"could not download {what} from {url}: {_describe_reason(e, timeout)}",
                             unreachable=True) from None
     except (http.client.HTTPException, ConnectionError) as e:
-        raise DownloadError(
+        raise _BrokenOff(
             f"the download of {what} from {url} failed after {received:,} bytes: "
             f"{type(e).__name__}: {e}. Nothing was saved; try again."
         ) from None

@@ -38,6 +38,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from nstlib._gram import _Gram
+
 STYLE_LOSSES = ("gram", "mean-std", "mmd-gaussian", "w2", "sliced")
 #: positions drawn per evaluation for the Gaussian-kernel MMD (n^2 C work per layer).
 MMD_SAMPLES = 1024
@@ -72,8 +74,6 @@ def mean_cov(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     Computed as X X^T / M - mu mu^T with the Gram's symmetric backward (`nstlib.losses`): one
     (C, M) product each way instead of centering the M samples first.
     """
-    from nstlib.losses import _Gram  # here: nstlib.losses imports this module
-
     mu = x.mean(2)
     return mu, _Gram.apply(x) / x.shape[2] - mu[:, :, None] * mu[:, None, :]
 

@@ -145,7 +145,7 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
     out = _check_output(Path(args.output))
     settings = _run_settings(args)
     _check_style_options(args, len(styles))
-    _check_files(args, out, styles, settings)  # cheap checks first: a typo must not cost a weights download
+    content_hw = _check_files(args, out, styles, settings)  # cheap checks first: a typo must not cost a weights download
 
     from nstlib.devices import pick_device
     from nstlib.precision import resolve_precision
@@ -155,7 +155,7 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
     device = pick_device(settings.device)
     net = load_vgg(settings.weights, pooling=settings.pooling or "avg", device=device)
     settings = settings.replace(precision=resolve_precision(settings.precision, device), device=str(device))
-    _print_header(args, styles, settings, net, device)
+    _print_header(args, styles, settings, net, device, content_hw)
     callback = None
     if args.save_every:
         from nstlib.images import save_image
@@ -201,8 +201,10 @@ def _run_settings(args: argparse.Namespace):
     return base.replace(**given)
 
 
-def _check_files(args: argparse.Namespace, out: Path, styles: list[str], settings) -> None:
-    """Every input is a readable image, -o is none of them, the mask has a colour per STYLE, the scales fit."""
+def _check_files(args: argparse.Namespace, out: Path, styles: list[str], settings) -> tuple[int, int]:
+    """Every input is a readable image, -o is none of them, the mask has a colour per STYLE, the scales fit.
+
+    Returns the output size (H, W)."""
     from nstlib.images import load_image, target_size
     from nstlib.stylize import plan_scales
 
@@ -231,19 +233,19 @@ def _check_files(args: argparse.Namespace, out: Path, styles: list[str], setting
         raise UsageError(f"--scales/--steps: {e}") from None
     if init is not None:
         load_image(init)
+    return content_hw
 
 
-def _print_header(args: argparse.Namespace, styles: list[str], settings, net, device) -> None:
+def _print_header(args: argparse.Namespace, styles: list[str], settings, net, device,
+                  content_hw: tuple[int, int]) -> None:
     """What will run: the weights, the device and precision, the memory, the images, the settings."""
     from nstlib.devices import describe_device
-    from nstlib.images import load_image, target_size
     from nstlib.vgg import style_layer_preset
 
     layers = settings.style_layers
     if isinstance(layers, str):
         layers = style_layer_preset(layers, net.arch)
     net.check_layers([*settings.content_layers, *layers])
-    content_hw = target_size(tuple(load_image(args.content).shape[-2:]), settings.size)
     where = f"preset {getattr(args, 'preset', 'fast')}" if args.settings is None else f"from {args.settings}"
     print(f"weights: {net.describe()}")
     print(f"device:  {describe_device(device)}; precision {settings.precision}")

@@ -217,7 +217,8 @@ class RunSettings:
                      for k in unknown]
             raise ValueError(f"unknown run settings {', '.join(hints)}; the settings are {', '.join(names)}.")
         values = {k: v for k, v in d.items() if k in names and v is not None}
-        if values.get("init", "").startswith("<") if isinstance(values.get("init"), str) else False:
+        init = values.get("init")
+        if isinstance(init, str) and init.startswith("<"):
             raise ValueError(f"this run started from an image given in memory ({values['init']}), which a settings "
                              f"file cannot hold; pass init= an image path or 'noise', 'content' or 'style'.")
         ss = values.get("style_size")

@@ -57,8 +57,15 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev]'
 	touch $(STAMP)
 
+# JupyterLab refuses to run as root without --allow-root (containers, Codespaces and many cloud
+# machines run as root), and with no display it cannot open a browser: it then prints the URL
+# to open (with its token) and keeps serving. LAB_PORT chooses the port (default: Jupyter's 8888).
+LAB_ROOT    := $(if $(filter 0,$(shell id -u)),--allow-root)
+LAB_BROWSER := $(if $(DISPLAY)$(WAYLAND_DISPLAY)$(filter Darwin,$(shell uname -s)),,--no-browser)
+LAB_PORT    ?=
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/
+	@echo "make lab: starting JupyterLab on the course's notebooks; open the URL it prints below (Ctrl-C stops it)."
+	$(VENV)/bin/jupyter lab notebooks/ $(LAB_ROOT) $(LAB_BROWSER) $(if $(LAB_PORT),--port=$(LAB_PORT))
 
 # Headless Chromium for tests/test_browser.py (Debian package; instant when present; exits 0
 # with the reason where it cannot install, and that test is then skipped).

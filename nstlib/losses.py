@@ -23,6 +23,7 @@ from typing import Mapping, Sequence, Union
 import torch
 
 from nstlib._gram import _Gram
+from nstlib.images import resize
 from nstlib.precision import Precision, extract
 from nstlib.regions import guided_gram, region_shares, resize_masks
 from nstlib.style_losses import STYLE_LOSSES, StyleTarget, style_target
@@ -322,6 +323,28 @@ def build_objective(
         for n in sw:
             obj.style_energy[n] = obj.style_targets[n].pow(2).flatten(1).sum(1)
     return obj
+
+
+def balance_ratio(extractor: VGGFeatures, photo: torch.Tensor, painting: torch.Tensor, *,
+                  content_layers: LayerWeights = ("relu4_2",), style_layers: LayerWeights) -> float:
+    """r*: the alpha/beta at which the photo and the painting have the same Gatys total loss.
+
+    photo (1, 3, H, W), painting (1, 3, H', W'), RGB [0, 1]; the painting is resized to H x W to
+    stand in for the generated image. The photo scores beta * L_style(painting, photo) (its
+    content loss is 0), the painting alpha * L_content(photo, painting) (its style loss about 0),
+    so r* = L_style / L_content. Below r* the painting wins, above it the photo (notebook 4).
+    It puts the paper's alpha/beta on another network's scale: alpha/beta_here = 1e3 * r* * alpha/beta_paper.
+    """
+    obj = build_objective(extractor, photo, painting, content_layers=content_layers, style_layers=style_layers)
+    stand_in = resize(painting, tuple(photo.shape[-2:]))
+    device = _device(extractor)
+    with torch.no_grad():
+        p, a = photo.to(device), stand_in.to(device)
+        _, photo_parts = obj(extractor.extract(p, obj.layers), p)
+        _, painting_parts = obj(extractor.extract(a, obj.layers), a)
+    style = sum(w * photo_parts[f"style:{n}"] for n, w in obj.style_weights.items())
+    content = sum(w * painting_parts[f"content:{n}"] for n, w in obj.content_weights.items())
+    return float(style[0] / content[0])
 
 
 def _other_style_targets(obj: Objective, extractor: VGGFeatures, style: torch.Tensor | Sequence[torch.Tensor],

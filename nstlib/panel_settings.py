@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -132,8 +133,12 @@ class PanelSettings:
         start = {"content": "from the photo", "noise": "from noise", "style": "from the painting"}[self.init]
         return f"{where}, {start}"
 
-    def run_settings(self) -> RunSettings:
+    def run_settings(self, paper_scale: float = 1.0) -> RunSettings:
         """The run: `RunSettings.preset(self.preset, self.size)` with the panel's controls over it.
+
+        paper_scale: K of the loaded network (`widgets.common.paper_scale`, r* / 1e-3): the gatys
+        run's alpha/beta is `alpha_over_beta * K`, so that the control reads on the paper's scale
+        (1e-3: photo and painting in balance). 1.0 takes the control as the raw loss's alpha/beta.
 
         Only the images stay the caller's (and the network, the callback, the stop Event). With a
         2nd style, `style_weights` is (1 - blend, blend) (the paintings' shares) and the caller
@@ -151,7 +156,9 @@ class PanelSettings:
             "steps": steps, "scales": scales, "device": self.device, "weights": self.weights, "pooling": self.pooling,
         }
         if self.variant == "gatys":
-            changes.update(alpha=1.0, beta=1.0 / self.alpha_over_beta)
+            if not (math.isfinite(paper_scale) and paper_scale > 0):
+                raise ValueError(f"paper_scale must be a positive number (r* / 1e-3 of the network), got {paper_scale!r}.")
+            changes.update(alpha=1.0, beta=1.0 / (self.alpha_over_beta * paper_scale))
         else:
             changes.update(lambda_os=self.lambda_os)
         if self.style2:

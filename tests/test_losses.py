@@ -273,3 +273,23 @@ def test_gram_gradient_is_exact():
     """The Gram's hand-written backward (symmetry: dF = (dG + dG^T) F) matches finite differences."""
     x = torch.randn(2, 4, 3, 5, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: gram_matrix(t, normalize=True), (x,))
+
+
+def test_balance_ratio_is_the_photos_style_loss_over_the_paintings_content_loss():
+    from nstlib import images, vgg
+    from nstlib.losses import balance_ratio, build_objective
+    net = vgg.load_vgg("random:vgg16:0")
+    g = torch.Generator().manual_seed(0)
+    photo, painting = torch.rand(1, 3, 40, 48, generator=g), torch.rand(1, 3, 32, 32, generator=g)
+    layers = {"relu1_1": 0.5, "relu3_1": 2.0}
+    obj = build_objective(net, photo, painting, content_layers=["relu4_2"], style_layers=layers)
+    stand_in = images.resize(painting, (40, 48))
+    with torch.no_grad():
+        _, at_photo = obj(net.extract(photo, obj.layers), photo)
+        _, at_painting = obj(net.extract(stand_in, obj.layers), stand_in)
+    style = 0.5 * at_photo["style:relu1_1"] + 2.0 * at_photo["style:relu3_1"]
+    expected = (style / at_painting["content:relu4_2"]).item()
+    assert balance_ratio(net, photo, painting, style_layers=layers) == pytest.approx(expected, rel=1e-6)
+    # Twice the style weights: the balance moves by the same factor.
+    doubled = {n: 2 * w for n, w in layers.items()}
+    assert balance_ratio(net, photo, painting, style_layers=doubled) == pytest.approx(2 * expected, rel=1e-5)

@@ -98,3 +98,15 @@ def test_old_saved_panel_json_without_preset_loads_with_the_default():
     old = {k: v for k, v in PanelSettings(init="noise", steps=150, size=128).to_dict().items() if k != "preset"}
     s = PanelSettings.from_json(json.dumps({"panel": old, "steps_done": 150}))
     assert s.preset == "fast" and (s.init, s.steps, s.size) == ("noise", 150, 128)
+
+
+def test_alpha_over_beta_is_on_the_papers_scale_given_the_networks_factor():
+    # K = r* / 1e-3 of the loaded network (widgets.common.paper_scale): the run's alpha/beta is the control's times K.
+    rs = PanelSettings(alpha_over_beta=1e-4).run_settings(82.0)
+    assert rs.alpha / rs.beta == pytest.approx(1e-4 * 82.0)
+    assert PanelSettings(alpha_over_beta=1e-4).run_settings().alpha / PanelSettings(alpha_over_beta=1e-4).run_settings().beta \
+        == pytest.approx(1e-4), "without a factor the control is the raw loss's alpha/beta"
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="paper_scale must be a positive number"):
+            PanelSettings().run_settings(bad)
+    assert PanelSettings(variant="normalized").run_settings(82.0).lambda_os == pytest.approx(1e-2), "normalized: no factor"

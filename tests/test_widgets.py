@@ -346,3 +346,21 @@ def test_fast_runs_coarse_to_fine(monkeypatch):
     assert r.settings["scales"] == [32, 64] and r.settings["init"] == "content" and r.steps_done == 33
     assert p.progress.max == 33 and p.message.startswith("Done: 33 of 33 steps")
     assert png_size(p.preview.value)[0] == 64
+
+
+def test_gatys_run_is_calibrated_to_the_loaded_network(panel):
+    # The α/β control reads on the paper's scale: the run's alpha/beta is it times K = r* / 1e-3
+    # of the network (notebook 4's anchoring), computed once per network and layer set.
+    from nstlib import data, losses
+    from nstlib.widgets import common
+    panel.ratio.value = 1e-4
+    assert panel.run() and panel.wait(WAIT)
+    assert panel.error is None, panel.message
+    net = common._extractor(WEIGHTS, "avg", "cpu")
+    layers = tuple(panel.settings()["style_weights"])
+    photo, _ = data.load_or_fallback("tubingen", size=common.CALIBRATION_SIZE)
+    painting, _ = data.load_or_fallback("starry_night", size=common.CALIBRATION_SIZE)
+    k = losses.balance_ratio(net, photo, painting, style_layers=list(layers)) / common.PAPER_RATIO
+    assert common.paper_scale(net, layers) == pytest.approx(k, rel=1e-5)
+    s = panel.result.settings
+    assert s["alpha"] / s["beta"] == pytest.approx(1e-4 * k, rel=1e-5)

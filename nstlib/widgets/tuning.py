@@ -39,7 +39,7 @@ from nstlib.runner import RunController, Throttle
 from nstlib.settings import FAST_STEPS
 from nstlib.stylize import StepInfo, StyleResult, stylize
 from nstlib.weights import ENV_VAR
-from nstlib.widgets.common import _extractor, _png, _start_warm_up
+from nstlib.widgets.common import _extractor, _png, _start_warm_up, paper_scale
 from nstlib.widgets.tuning_controls import TuningControls
 
 
@@ -190,7 +190,9 @@ class TuningPanel(TuningControls):
         notes = [n for n in (c_note, s_note) if n.startswith("Could not")]
         if notes:
             self._note(" ".join(notes))
-        run = s.run_settings()  # ValueError if every style layer is off with the normalized loss
+        # The α/β control is on the paper's scale: calibrated to this network (notebook 4's r*).
+        scale = paper_scale(net, tuple(s.style_weights)) if s.variant == "gatys" else 1.0
+        run = s.run_settings(scale)  # ValueError if every style layer is off with the normalized loss
         styles: Any = style
         if s.style2:  # two paintings: the second's share of the Gram targets is the slider's
             second, note = data.load_or_fallback(s.style2, size=s.size)

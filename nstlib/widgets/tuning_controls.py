@@ -80,7 +80,7 @@ class TuningControls:
         self.style_loss = W.Dropdown(options=[("Gram matrix (Gatys)", "gram"), ("mean and std per channel", "mean-std"),
                                               ("MMD, Gaussian kernel", "mmd-gaussian"), ("Wasserstein-2, Gaussian fits", "w2"),
                                               ("sliced Wasserstein", "sliced")], value="gram", description="style as")
-        self.ratio = W.FloatLogSlider(value=1e-3, min=-7, max=1, description="α/β", **_LOG)
+        self.ratio = W.FloatLogSlider(value=1e-3, min=-7, max=1, description="α/β", tooltip="on the paper's scale: 1e-3 puts the photo and the painting in balance on the loaded network (notebook 4's r*)", **_LOG)
         self.lambda_os = W.FloatLogSlider(value=1e-2, min=-6, max=2, description="λ_os", **_LOG)
         self.layer_set = W.Dropdown(options=[("Gatys: relu1_1 … relu5_1", "gatys"),
                                              ("Choi & Kim: last ReLU per block", "choi-kim")], description="style layers")

@@ -320,3 +320,15 @@ def test_show_images_rows_take_their_own_height():
     gap_inches = (top_box.y0 - bottom_box.y1) / fig.dpi
     assert 0 <= gap_inches < 0.6, gap_inches
     assert abs(top_box.height / top_box.width - 60 / 90) < 0.05
+
+
+def test_pipeline_diagram_draws_the_three_rows_with_or_without_images():
+    import matplotlib
+    from nstlib import diagrams
+    for images in ((None, None, None), (torch.rand(1, 3, 24, 32), torch.rand(1, 3, 30, 30), torch.rand(1, 3, 24, 32))):
+        fig = diagrams.pipeline(*images)
+        texts = " ".join(t.get_text() for t in fig.axes[0].texts)
+        for name in ("frozen VGG", "relu4_2", "relu1_1", "notebook 2", "notebook 3", "loss.backward()", "optimizer.step()"):
+            assert name in texts
+        assert len(fig.axes[0].images) == (0 if images[0] is None else 3)
+        matplotlib.pyplot.close(fig)

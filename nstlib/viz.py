@@ -293,10 +293,13 @@ def gram_heatmap(
     log: bool = False,
     index: int = 0,
     cmap: str | None = None,
+    limits: tuple[float, float] | None = None,
 ) -> Figure:
     """A Gram matrix (1, C, C) or (C, C) as a heatmap with a colorbar.
 
     max_channels: show only the first channels (a 512x512 Gram is unreadable); None: all.
+    limits: (low, high) of the colour scale, e.g. the range of every matrix compared, so that
+    one colour means one value in each of them (default: this matrix's own range).
     log: logarithmic colours; symmetric log (linear near 0) if there are values <= 0.
     Signed matrices get a diverging colormap centred on 0. index picks the item of a batch.
     """
@@ -312,6 +315,10 @@ def gram_heatmap(
     if finite.size == 0:
         raise ValueError("gram_heatmap: the Gram matrix has no finite values (NaN or inf everywhere).")
     lo, hi = float(finite.min()), float(finite.max())
+    if limits is not None:
+        if len(limits) != 2 or not all(np.isfinite(limits)) or not limits[0] < limits[1]:
+            raise ValueError(f"limits must be (low, high) with low < high, both finite, got {limits!r}.")
+        lo, hi = float(limits[0]), float(limits[1])
     signed = lo < 0
     big = max(abs(lo), abs(hi)) or 1.0
     if log and lo > 0:

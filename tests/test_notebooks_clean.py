@@ -26,7 +26,9 @@ def test_notebook_is_clean(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_opens_with_goals_and_ends_with_exercises_and_references(path):
     nb = nbformat.read(path, as_version=4)
-    first, exercises, references = nb.cells[0].source, nb.cells[-2].source, nb.cells[-1].source
+    # The collapsed solutions (tools/course_cells.py, tag course:solutions) sit between the two.
+    cells = [c for c in nb.cells if "course:solutions" not in c.metadata.get("tags", [])]
+    first, exercises, references = cells[0].source, cells[-2].source, cells[-1].source
     for word in ("What you will do", "What you will learn", "What you need"):
         assert word in first, f"{path.name}: the first cell should say '{word}'"
     assert exercises.startswith("## Exercises"), f"{path.name}: the cell before the references should hold the exercises"

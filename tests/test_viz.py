@@ -332,3 +332,17 @@ def test_pipeline_diagram_draws_the_three_rows_with_or_without_images():
             assert name in texts
         assert len(fig.axes[0].images) == (0 if images[0] is None else 3)
         matplotlib.pyplot.close(fig)
+
+
+def test_gram_heatmap_limits_share_one_colour_scale():
+    from nstlib import viz as v
+    a, b = torch.rand(8, 8) + 0.1, 10 * torch.rand(8, 8) + 0.1
+    limits = (min(a.min(), b.min()).item(), max(a.max(), b.max()).item())
+    for g in (a, b):
+        fig = v.gram_heatmap(g, log=True, limits=limits)
+        norm = fig.axes[0].images[0].norm
+        assert (norm.vmin, norm.vmax) == pytest.approx(limits)
+        plt.close(fig)
+    for bad in ((1.0, 1.0), (2.0, 1.0), (0.0, float("nan")), (1.0,)):
+        with pytest.raises(ValueError, match="limits must be"):
+            v.gram_heatmap(a, limits=bad)

@@ -14,7 +14,9 @@
 #                  the lecture HTML only runs with NSTLIB_LECTURES_DIR set (make test sets it)
 # Also: make bench (loss versus seconds: the plain loop against every preset, 4 pairs, 256 and 512 px;
 # about an hour on 2 cores), make bench-step (the cost of one step), make browser (install headless
-# Chromium), make clean-venv.
+# Chromium), make student (the student edition in build/student), make course-cells (the notebooks'
+# generated cells: badges, Colab set-up, self-checks, solutions), make slides (figures as 200 dpi
+# PNGs and widget screenshots in build/slides), make clean-venv.
 
 PYTHON      ?= python3
 VENV        ?= .venv
@@ -49,7 +51,7 @@ LECTURES_RUN = env -u MPLBACKEND NSTLIB_MODE=cpu NSTLIB_WEIGHTS='$(TEST_WEIGHTS)
 	$(PY) -m pytest $(LECTURE_NOTEBOOKS) $(NBVAL) --nbval-cell-timeout=$(LECTURE_CELL_TIMEOUT) \
 	--timeout=$$(( $(LECTURE_CELL_TIMEOUT) + 120 )) --lectures-html '$(LECTURES_DIR)' --durations=15
 
-.PHONY: lab test test-all unit lectures bench bench-step browser clean-venv
+.PHONY: lab test test-all unit lectures bench bench-step browser clean-venv student course-cells slides
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -104,6 +106,31 @@ bench: $(STAMP)
 
 bench-step: $(STAMP)
 	NSTLIB_WEIGHTS='$(TEST_WEIGHTS)' NSTLIB_IMAGE_DIR='$(SHARED_IMAGES)' $(PY) -m nstlib.bench
+
+# Slides: every notebook's figures as 200 dpi PNGs in $(SLIDES_DIR) (index.html and index.md list
+# them with their section) and screenshots of the tuning panel and the layer explorer taken in
+# JupyterLab with headless Chromium. NSTLIB_MODE decides the sizes: cpu (the default; about as
+# long as make lectures, 16 min on 2 cores) or gpu (the paper's). SLIDES_NOTEBOOKS=notebooks/04_...
+# chooses notebooks; SLIDES_WIDGETS=--no-widgets skips the screenshots (2 min).
+SLIDES_DIR       ?= build/slides
+SLIDES_NOTEBOOKS ?= notebooks
+SLIDES_MODE      ?= $(or $(NSTLIB_MODE),cpu)
+SLIDES_WIDGETS   ?= --widgets
+# The shared test weights and images where this checkout has them, else the user's settings.
+SLIDES_DATA      := $(if $(wildcard $(SHARED_WEIGHTS)),$(if $(NSTLIB_WEIGHTS),,NSTLIB_WEIGHTS='caffe:$(SHARED_WEIGHTS)')) \
+	$(if $(wildcard $(SHARED_IMAGES)),$(if $(NSTLIB_IMAGE_DIR),,NSTLIB_IMAGE_DIR='$(SHARED_IMAGES)'))
+slides: $(STAMP) browser
+	env -u MPLBACKEND NSTLIB_MODE='$(SLIDES_MODE)' $(SLIDES_DATA) $(PY) tools/slides.py $(SLIDES_NOTEBOOKS) \
+	--out '$(SLIDES_DIR)' $(SLIDES_WIDGETS)
+
+# The student edition: build/student/*.ipynb, solutions replaced by stubs, outputs cleared.
+student: $(STAMP)
+	$(PY) tools/student.py --out build/student
+
+# Insert or update the notebooks' generated cells (badges, Colab set-up, "your turn" self-checks,
+# solutions from tools/solutions/); run after changing [project.urls] Repository in pyproject.toml.
+course-cells: $(STAMP)
+	$(PY) tools/course_cells.py
 
 clean-venv:
 	rm -rf $(VENV)

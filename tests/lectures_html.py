@@ -11,6 +11,17 @@ lecture with its title, its "What you will do" paragraph, its run time and how m
 cells passed, plus the date, the run mode and the weights. It is rewritten after each notebook,
 so an interrupted run still leaves a readable index.
 
+The pages form a small site: each has previous / next links (in the order of the index), a
+table of contents of its `## ` headings (nbconvert gives each heading an id), the launch links
+(Colab, Binder) when pyproject.toml's [project.urls] names a GitHub Repository, and its
+solutions (markdown `<details>` blocks) folded as written. Why these pages and not Jupyter Book:
+the lectures are already executed once, by nbval, in the run that checks them, and each page is
+written the moment its notebook is done. Jupyter Book would read or execute the notebooks again
+in a build of its own, adds a Sphinx stack (and, in its 2.x line, a Node.js build) to the
+dependencies, and its themes fetch fonts and scripts unless configured not to; CI has no
+internet. Previous / next, a table of contents and two links are a few lines of HTML per page,
+written in the same run, with nothing new to install, and every page still opens from disk.
+
 The module is loaded as a plugin by ``addopts = "-p lectures_html"`` in pyproject.toml (tests/ is
 on pytest's ``pythonpath``), not from a notebooks/conftest.py: a second module named ``conftest``
 would shadow tests/conftest.py for ``from conftest import ...`` in ``pytest tests notebooks``.
@@ -37,6 +48,7 @@ from nbformat import NotebookNode
 from nstlib._io import atomic_group, atomic_write, ensure_folder
 
 OPTION = "--lectures-html"
+BADGES_TAG = "course:badges"  # the notebooks' launch-badge cell (tools/course_cells.py)
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 WIDGET_NOTE = "[an interactive widget: open the notebook in JupyterLab to use it]"
 # Outcomes of one cell, as the index counts them.
@@ -177,15 +189,153 @@ def count_outcomes(cells: list[CellResult]) -> dict[str, int]:
     return {k: sum(c.outcome == k for c in cells) for k in (PASSED, FAILED, SKIPPED, NOT_RUN)}
 
 
-def lecture_page(nb: NotebookNode, name: str, source_dir: Path) -> str:
-    """The executed notebook as one HTML page (nbconvert "lab" template, images embedded)."""
+def lecture_page(nb: NotebookNode, name: str, source_dir: Path, site: SiteLinks | None = None) -> str:
+    """The executed notebook as one HTML page (nbconvert "lab" template), with the site's links.
+
+    Figures (image/png outputs) are always embedded as data URIs by the template. The exporter's
+    `embed_images` is off on purpose: it only inlines images that *markdown* links to (the
+    notebooks have none), and it re-parses every HTML block of a markdown cell on its own, which
+    closes a `<details>` block at its first blank line and drops its `</details>`: a solution
+    would end up outside its fold, always visible.
+    """
     from nbconvert import HTMLExporter
 
     nb = copy.deepcopy(nb)
     nb.metadata["title"] = notebook_title(nb, name)  # the page's <title>
-    exporter = HTMLExporter(template_name="lab", embed_images=True)
+    if site is not None:
+        # The site's bar carries the launch links; the notebook's badge cell (tools/course_cells.py)
+        # shows badge images from Colab and Binder, which a page read offline cannot load.
+        nb.cells = [c for c in nb.cells if BADGES_TAG not in c.get("metadata", {}).get("tags", [])]
+    exporter = HTMLExporter(template_name="lab", embed_images=False)
     body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": name, "path": str(source_dir)}})
-    return body
+    return add_site_links(body, site) if site is not None else body
+
+
+# ------------------------------------------------------------------ the pages as a small site
+
+COLAB = "https://colab.research.google.com/github/{repo}/blob/{branch}/{path}"
+BINDER = "https://mybinder.org/v2/gh/{repo}/{branch}?labpath={path_q}"
+BRANCH = "main"  # the branch the launch links open (the repository's default)
+
+
+@dataclass
+class SiteLinks:
+    """A page's place in the site: its neighbours (page, title), the index, its launch links."""
+
+    prev: tuple[str, str] | None = None
+    next: tuple[str, str] | None = None
+    index: str = "index.html"
+    launch: dict[str, str] = field(default_factory=dict)  # "Open in Colab" -> URL
+
+
+def repository_url(pyproject: Path) -> str | None:
+    """[project.urls] Repository of a pyproject.toml (None: no file, no key)."""
+    import tomllib
+    try:
+        with open(pyproject, "rb") as f:
+            urls = tomllib.load(f).get("project", {}).get("urls", {})
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    value = next((v for k, v in urls.items() if k.lower() == "repository"), None)
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def launch_links(repo_url: str | None, notebook: str, branch: str = BRANCH) -> dict[str, str]:
+    """Colab and Binder URLs for `notebook` (its path in the repository), or {} if not on GitHub."""
+    from urllib.parse import quote
+    match = re.match(r"^https?://(?:www\.)?github\.com/([\w.-]+/[\w.-]+?)(?:\.git)?/?$", repo_url or "")
+    if not match:
+        return {}  # Colab and Binder's gh/ provider open GitHub repositories only
+    repo, path = match[1], notebook.strip("/")
+    return {"Open in Colab": COLAB.format(repo=repo, branch=branch, path=path),
+            "Launch Binder": BINDER.format(repo=repo, branch=branch, path_q=quote(path, safe=""))}
+
+
+def find_pyproject(path: Path) -> Path | None:
+    """The nearest pyproject.toml at or above `path`'s folder (the repository's root), or None."""
+    for folder in path.resolve().parents:
+        if (folder / "pyproject.toml").is_file():
+            return folder / "pyproject.toml"
+    return None
+
+
+def site_links(order: list[Path], titles: dict[Path, str], path: Path) -> SiteLinks:
+    """Neighbours of `path` in `order` (the lectures of this run, as the index lists them), launch links."""
+    def page(p: Path) -> tuple[str, str]:
+        return f"{p.stem}.html", titles.get(p, p.stem)
+
+    i = order.index(path)
+    pyproject = find_pyproject(path)
+    launch = {}
+    if pyproject is not None:
+        launch = launch_links(repository_url(pyproject), path.resolve().relative_to(pyproject.parent).as_posix())
+    return SiteLinks(prev=page(order[i - 1]) if i > 0 else None,
+                     next=page(order[i + 1]) if i + 1 < len(order) else None, launch=launch)
+
+
+# <h2 id="...">text<a class="anchor-link" href="#...">: nbconvert's rendering of a `## ` heading.
+H2 = re.compile(r'<h2 id="([^"]+)">(.*?)<a class="anchor-link"', re.S)
+
+
+def table_of_contents(body: str) -> list[tuple[str, str]]:
+    """(id, label) of each `## ` heading of a rendered page, in order; the label is plain text."""
+    toc = []
+    for anchor, inner in H2.findall(body):
+        text = html.unescape(re.sub(r"<[^>]+>", "", inner)).strip()
+        toc.append((anchor, _plain_math(text)))
+    return toc
+
+
+SITE_CSS = """
+nav.site { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; max-width: 1200px;
+           margin: 0 auto; padding: .6rem 1rem; display: flex; flex-wrap: wrap; gap: .4rem 1.2rem; align-items: center; }
+nav.site a { color: #0969da; text-decoration: none; }
+nav.site a:hover { text-decoration: underline; }
+nav.site .next { margin-left: auto; }
+nav.site .launch a { display: inline-block; background: #eff2f5; border: 1px solid #d1d9e0; border-radius: 1rem;
+                     padding: 0 .7rem; font-size: .85rem; margin-right: .4rem; }
+nav.toc { font: 14px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; max-width: 1200px; margin: 0 auto;
+          padding: .2rem 1rem .8rem; }
+nav.toc ol { margin: .2rem 0 0; padding-left: 1.4rem; columns: 2 22rem; }
+nav.toc a { color: #0969da; text-decoration: none; }
+"""
+
+
+def _site_nav(site: SiteLinks, where: str) -> str:
+    """The bar of previous / index / next links (and, at the top, the launch links)."""
+    parts = []
+    if site.prev:
+        parts.append(f'<a class="prev" rel="prev" href="{html.escape(site.prev[0])}">← {html.escape(site.prev[1])}</a>')
+    parts.append(f'<a class="index" href="{html.escape(site.index)}">All lectures</a>')
+    if where == "top" and site.launch:
+        links = "".join(f'<a href="{html.escape(url)}" target="_blank" rel="noopener">{html.escape(label)}</a>'
+                        for label, url in site.launch.items())
+        parts.append(f'<span class="launch">{links}</span>')
+    if site.next:
+        parts.append(f'<a class="next" rel="next" href="{html.escape(site.next[0])}">{html.escape(site.next[1])} →</a>')
+    return f'<nav class="site {where}" aria-label="lectures">{"".join(parts)}</nav>'
+
+
+def _toc_nav(toc: list[tuple[str, str]]) -> str:
+    if not toc:
+        return ""
+    items = "".join(f'<li><a href="#{html.escape(anchor)}">{html.escape(label)}</a></li>' for anchor, label in toc)
+    return f'<nav class="toc" aria-label="contents"><strong>Contents</strong><ol>{items}</ol></nav>'
+
+
+def add_site_links(body: str, site: SiteLinks) -> str:
+    """The page with the site's CSS, a top bar (links, launch links), its contents, a bottom bar.
+
+    Only adds elements: it never touches the notebook's own HTML, so `<details>` blocks (the
+    solutions) stay closed as written.
+    """
+    top = _site_nav(site, "top") + _toc_nav(table_of_contents(body))
+    body, n_head = re.subn(r"</head>", f"<style>{SITE_CSS}</style>\n</head>", body, count=1)
+    body, n_open = re.subn(r"(<body[^>]*>)", lambda m: f"{m[1]}\n{top}", body, count=1)
+    end = body.rfind("</body>")  # the last one: an output could hold an HTML page of its own
+    if not (n_head and n_open and end >= 0):
+        raise ValueError("the page has no </head>, <body> or </body> to put the site's links in")
+    return f"{body[:end]}{_site_nav(site, 'bottom')}\n{body[end:]}"
 
 
 # ------------------------------------------------------------------ the index
@@ -389,7 +539,7 @@ class LectureRecorder:
             lec.figures = count_figures(executed)
             executed.metadata["lectures_html"] = {"counts": lec.counts, "seconds": round(lec.seconds, 3),
                                                   "figures": lec.figures}
-            page = lecture_page(executed, path.stem, path.parent)
+            page = lecture_page(executed, path.stem, path.parent, self.site_links(path))
             ensure_folder(self.out_dir)
             with atomic_group():  # the notebook and its page: both or neither (the old ones kept)
                 with atomic_write(self.out_dir / f"{path.stem}.ipynb", "w") as f:
@@ -402,6 +552,11 @@ class LectureRecorder:
             print(f"\n{OPTION}: {path.name}: {lec.error}", file=sys.stderr)
         self.lectures[path] = lec
         self.write_index()
+
+    def site_links(self, path: Path) -> SiteLinks:
+        """The page's neighbours among this run's notebooks (the index's order), its launch links."""
+        titles = {p: notebook_title(items[0].parent.nb, p.stem) for p, items in self.notebooks.items()}
+        return site_links(list(self.notebooks), titles, path)
 
     def write_index(self) -> None:
         """index.html over every collected notebook (those not run yet are listed as not run)."""

@@ -149,12 +149,84 @@ def test_lecture_page_shows_its_figures_and_no_error(lectures_dir: Path, offline
               for o in c.outputs if o.output_type == "error"]
     assert not errors, f"error outputs in the executed notebook: {errors}"
 
+    # The site: the next lecture in the index's order, a table of contents, solutions folded.
+    i = NOTEBOOKS.index(path)
+    following = page.locator("nav.site.top a.next")
+    if i + 1 < len(NOTEBOOKS):
+        assert following.get_attribute("href") == f"{NOTEBOOKS[i + 1].stem}.html", "next must link the next lecture"
+    else:
+        assert following.count() == 0, "the last lecture has no next link"
+    assert page.locator("nav.toc a").count() >= 1, "a lecture page without a table of contents"
+    assert page.evaluate("() => Array.from(document.querySelectorAll('details')).every(d => !d.open)"), \
+        "a solution is unfolded on the page"
+
     if path == NOTEBOOKS[0]:
         ARTIFACTS.mkdir(exist_ok=True)
         first = page.locator('img[src^="data:image/png"]').first
         if first.count():
             first.scroll_into_view_if_needed()
         page.screenshot(path=str(ARTIFACTS / "lectures-page.png"))
+
+
+# ------------------------------------------------------------------ browser part: a fake site
+
+SOLUTION = "<details><summary>Solution</summary>\n\nThe answer is **42**.\n\n```python\nanswer = 42\n```\n\n</details>"
+FILLER = "\n\n".join(["A paragraph that makes the page long enough to scroll."] * 60)
+
+
+def site_notebook(title: str) -> nbformat.NotebookNode:
+    """A lecture with two `## ` sections far apart, the second holding a folded solution."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell(f"# {title}\n\n**What you will do.** Read.\n\n## First part\n\n{FILLER}"),
+                nbformat.v4.new_code_cell("x = 1"),
+                nbformat.v4.new_markdown_cell(f"## Exercises\n\n1. Find the answer.\n\n{SOLUTION}\n\n{FILLER}")]
+    return nb
+
+
+@pytest.fixture
+def fake_site(tmp_path: Path) -> Path:
+    """Two lecture pages and their index, written as the plugin writes them."""
+    names = ["01_first", "02_second"]
+    books = {n: site_notebook(f"{k + 1} · {n[3:].title()}") for k, n in enumerate(names)}
+    order = [tmp_path / f"{n}.ipynb" for n in names]
+    titles = {p: L.notebook_title(books[p.stem]) for p in order}
+    for p in order:
+        site = L.site_links(order, titles, p)
+        (tmp_path / f"{p.stem}.html").write_text(L.lecture_page(books[p.stem], p.stem, tmp_path, site))
+    lectures = [L.Lecture(p.stem, titles[p], "Read.", {L.PASSED: 1}, page=f"{p.stem}.html") for p in order]
+    (tmp_path / "index.html").write_text(L.index_page(lectures, {}))
+    return tmp_path
+
+
+def test_site_next_link_toc_and_a_solution_in_the_browser(fake_site: Path, offline_page: tuple[Any, list[str]]) -> None:
+    page, _ = offline_page
+    page.goto((fake_site / "01_first.html").as_uri())
+    assert page.locator("nav.site.top a.prev").count() == 0, "the first lecture has no previous link"
+
+    # A table-of-contents link scrolls to its heading.
+    heading = page.locator("h2#Exercises")
+    assert heading.evaluate("h => h.getBoundingClientRect().top") > 1000, "the fake page must put Exercises below the fold"
+    page.locator("nav.toc a", has_text="Exercises").click()
+    page.wait_for_function("() => location.hash === '#Exercises'")
+    page.wait_for_function("() => Math.abs(document.querySelector('h2#Exercises').getBoundingClientRect().top) < 50")
+
+    # The solution: folded, then open after a click on its summary.
+    details, answer = page.locator("details").first, page.locator("details p", has_text="The answer is")
+    assert details.evaluate("d => d.open") is False and not answer.is_visible(), "the solution must start folded"
+    details.locator("summary").click()
+    answer.wait_for(state="visible")
+    assert details.evaluate("d => d.open") is True and page.locator("details pre", has_text="answer = 42").is_visible()
+
+    # Next lands on the next lecture, which links back.
+    page.locator("nav.site.top a.next").click()
+    page.wait_for_url("**/02_second.html")
+    assert page.title() == "2 · Second"
+    assert page.locator("nav.site.top a.next").count() == 0, "the last lecture has no next link"
+    page.locator("nav.site.bottom a.prev").click()
+    page.wait_for_url("**/01_first.html")
+    page.locator("nav.site.top a.index").click()
+    page.wait_for_url("**/index.html")
+    assert page.locator("li.lecture").count() == 2
 
 
 # ------------------------------------------------------------------ plain part: a fake notebook
@@ -270,12 +342,65 @@ def test_lecture_page_embeds_figures_and_drops_widget_views() -> None:
     assert "ZeroDivisionError" in page and "Cell outputs differ" in page
 
 
+def test_site_links_toc_and_folded_solution_on_a_page() -> None:
+    nb = site_notebook("9 · A fake lecture")
+    nb.cells[0].source += "\n\n## The `Gram` matrix and $\\alpha/\\beta$"
+    badges = nbformat.v4.new_markdown_cell("[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](x)")
+    badges.metadata["tags"] = [L.BADGES_TAG]
+    nb.cells.insert(1, badges)
+    launch = L.launch_links("https://github.com/someone/nst-course", "notebooks/09_fake.ipynb")
+    site = L.SiteLinks(prev=("08_a.html", "8 · <A>"), next=("10_b.html", "10 · B"), launch=launch)
+    page = L.lecture_page(nb, "09_fake", ROOT / "notebooks", site)
+    toc = L.table_of_contents(page)
+    assert [label for _, label in toc] == ["First part", "The Gram matrix and α/β", "Exercises"]
+    for anchor, _ in toc:
+        assert f'id="{anchor}"' in page and f'href="#{anchor}"' in page, f"the TOC links a heading that is not there: {anchor}"
+    assert page.count('rel="prev" href="08_a.html"') == 2 and page.count('rel="next" href="10_b.html"') == 2, \
+        "previous / next at the top and at the bottom"
+    assert "← 8 · &lt;A&gt;" in page and 'class="index" href="index.html"' in page
+    assert 'href="https://colab.research.google.com/github/someone/nst-course/blob/main/notebooks/09_fake.ipynb"' in page
+    assert "https://mybinder.org/v2/gh/someone/nst-course/main?labpath=notebooks%2F09_fake.ipynb" in page
+    # The solution stays one folded block: summary, answer and code inside <details>, none opened.
+    folded = re.search(r"<details><summary>Solution</summary>(.*?)</details>", page, re.S)
+    assert folded and "The answer is" in folded[1] and "answer" in folded[1].split("<pre>")[-1], \
+        "the solution must stay inside its <details> block"
+    assert not re.search(r"<details[^>]*\bopen\b", page)
+    assert "colab-badge.svg" not in page, "the notebook's badge images (remote) are left out: the bar has the links"
+    assert "colab-badge.svg" in L.lecture_page(nb, "09_fake", ROOT / "notebooks"), "kept on a page outside the site"
+    assert L.table_of_contents(L.lecture_page(nbformat.v4.new_notebook(), "x", ROOT)) == []
+
+
+def test_launch_links_from_pyproject(tmp_path: Path) -> None:
+    for url in ("https://github.com/a/b", "https://github.com/a/b/", "https://github.com/a/b.git", "http://www.github.com/a/b"):
+        links = L.launch_links(url, "notebooks/01_x.ipynb")
+        assert list(links) == ["Open in Colab", "Launch Binder"], url
+        assert links["Open in Colab"].endswith("/github/a/b/blob/main/notebooks/01_x.ipynb"), url
+    for url in (None, "", "https://gitlab.com/a/b", "https://github.com/a", "https://github.com/a/b/tree/main"):
+        assert L.launch_links(url, "notebooks/01_x.ipynb") == {}, f"no launch links for {url!r}"
+    pyproject = tmp_path / "pyproject.toml"
+    assert L.repository_url(pyproject) is None, "no file: no badges"
+    pyproject.write_text('[project]\nname = "x"\n')
+    assert L.repository_url(pyproject) is None, "no [project.urls]: no badges"
+    pyproject.write_text('[project]\nname = "x"\n[project.urls]\nRepository = "https://github.com/a/b"\n')
+    assert L.repository_url(pyproject) == "https://github.com/a/b"
+    # site_links: neighbours in the given order; the notebook's path in the repository for the badges.
+    (tmp_path / "notebooks").mkdir()
+    order = [tmp_path / "notebooks" / f"{n}.ipynb" for n in ("01_a", "02_b", "03_c")]
+    first, middle, last = (L.site_links(order, {order[1]: "2 · B"}, p) for p in order)
+    assert first.prev is None and first.next == ("02_b.html", "2 · B")
+    assert middle.prev == ("01_a.html", "01_a") and middle.next == ("03_c.html", "03_c")
+    assert last.next is None
+    assert middle.launch["Launch Binder"] == "https://mybinder.org/v2/gh/a/b/main?labpath=notebooks%2F02_b.ipynb"
+    pyproject.write_text("not toml [")
+    assert L.site_links(order, {}, order[0]).launch == {}, "a broken pyproject.toml: no badges, no error"
+
+
 @pytest.mark.timeout(300)
 def test_plugin_under_nbval_writes_pages_and_index(tmp_path: Path) -> None:
     """The hooks end to end: nbval runs a four-cell notebook (a figure, an error, a skipped cell) in a kernel."""
     nb = nbformat.v4.new_notebook()
     nb.cells = [
-        nbformat.v4.new_markdown_cell("# 1 · Tiny\n\n**What you will do.** Run four cells."),
+        nbformat.v4.new_markdown_cell("# 1 · Tiny\n\n**What you will do.** Run four cells.\n\n## Part one"),
         nbformat.v4.new_code_cell(f"from IPython.display import display\ndisplay({{'image/png': '{PNG_1PX}'}}, raw=True)\n"
                                   "print('shown')"),
         nbformat.v4.new_code_cell("1 / 0"),
@@ -298,5 +423,6 @@ def test_plugin_under_nbval_writes_pages_and_index(tmp_path: Path) -> None:
     assert executed.metadata["lectures_html"]["figures"] == 1
     page = (out / "01_tiny.html").read_text()
     assert page.count('src="data:image/png;base64,') == 1 and "after the error" in page
+    assert 'href="#Part-one"' in page and 'class="index" href="index.html"' in page, "the page's contents and links"
     index = (out / "index.html").read_text()
     assert 'href="01_tiny.html"' in index and "2/3 cells passed, 1 failed" in index and "Run four cells." in index

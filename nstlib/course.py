@@ -19,7 +19,7 @@ A sentence in a notebook about a result is a claim, and the cell below its figur
     run.check("every reconstruction converged", holds=bool(last_change < 0.01),
               measured=f"last 10% of the steps changed the loss by {last_change:.2%}")
 
-prints the claim, what was measured and ``True``/``False``. nbval compares that cell (it is
+prints one line: ``✓`` (or ``✗``) the claim, and what was measured. nbval compares that cell (it is
 marked ``# NBVAL_CHECK_OUTPUT``; ``notebooks/sanitize.cfg`` blanks the measured numbers, which
 vary from machine to machine), so a claim that the run does not show fails the lecture run. In
 smoke mode, or with random weights, the pictures mean nothing: the verdict line says the claim
@@ -58,7 +58,8 @@ class RunMode:
         return self.name == "smoke"
 
     def check(self, claim: str, holds: bool, measured: str) -> bool:
-        """Print a notebook's claim about a result, what this run measured, and whether it holds.
+        """Print a notebook's claim about a result, whether it holds and what this run measured: one line,
+        "✓ claim (measured: ...)", "✗ ..." when it does not hold, "– ..." when not checked.
 
         claim: the sentence, as the notebook says it; holds: the measure against its threshold;
         measured: the numbers behind the verdict. Returns `holds` (True where the claim is not
@@ -67,13 +68,12 @@ class RunMode:
         if not isinstance(holds, (bool, np.bool_)):
             raise TypeError(f"holds must be a bool (a measure compared with a threshold), got {type(holds).__name__} "
                             f"{holds!r:.40}; write e.g. holds=bool(x < 0.1).")
-        print(f"Claim: {claim}")
-        print(f"Measured: {' '.join(measured.split())}")
+        measured = " ".join(measured.split())
         why_not = self.unchecked_reason()
         if why_not:
-            print(f"Holds: not checked {why_not}")
+            print(f"– {claim} (not checked {why_not}; measured: {measured})")
             return True
-        print(f"Holds: {bool(holds)}")
+        print(f"{'✓' if holds else '✗'} {claim} (measured: {measured})")
         return bool(holds)
 
     def unchecked_reason(self) -> str | None:

@@ -206,6 +206,11 @@ def lecture_page(nb: NotebookNode, name: str, source_dir: Path, site: SiteLinks 
         # The site's bar carries the launch links; the notebook's badge cell (tools/course_cells.py)
         # shows badge images from Colab and Binder, which a page read offline cannot load.
         nb.cells = [c for c in nb.cells if BADGES_TAG not in c.get("metadata", {}).get("tags", [])]
+    for cell in nb.cells:
+        # A cell folded in the notebook (the checked claims: their code and thresholds) shows only
+        # its output on the page: one line per claim in the reading path.
+        if cell.get("metadata", {}).get("jupyter", {}).get("source_hidden"):
+            cell.metadata["transient"] = {"remove_source": True}
     exporter = HTMLExporter(template_name="lab", embed_images=False)
     body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": name, "path": str(source_dir)}})
     return add_site_links(body, site) if site is not None else body

@@ -426,3 +426,18 @@ def test_plugin_under_nbval_writes_pages_and_index(tmp_path: Path) -> None:
     assert 'href="#Part-one"' in page and 'class="index" href="index.html"' in page, "the page's contents and links"
     index = (out / "index.html").read_text()
     assert 'href="01_tiny.html"' in index and "2/3 cells passed, 1 failed" in index and "Run four cells." in index
+
+
+def test_a_folded_cell_shows_only_its_output_on_the_page() -> None:
+    # The checked claims are folded in the notebooks (metadata.jupyter.source_hidden): their code
+    # and thresholds stay out of the reading path, their one-line verdict stays.
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# 9 · A fake lecture"),
+        nbformat.v4.new_code_cell("# NBVAL_CHECK_OUTPUT\nthreshold_secret = 0.25\nprint('claim line')",
+                                  metadata={"jupyter": {"source_hidden": True}},
+                                  outputs=[nbformat.v4.new_output("stream", text="✓ claim line (measured: 1)\n")]),
+        nbformat.v4.new_code_cell("shown_code = 1"),
+    ])
+    page = L.lecture_page(nb, "09_fake", ROOT / "notebooks")
+    assert "threshold_secret" not in page and "✓ claim line" in page
+    assert "shown_code" in page

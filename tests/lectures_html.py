@@ -560,7 +560,8 @@ class LectureRecorder:
 
     def site_links(self, path: Path) -> SiteLinks:
         """The page's neighbours among this run's notebooks (the index's order), its launch links."""
-        titles = {p: notebook_title(items[0].parent.nb, p.stem) for p, items in self.notebooks.items()}
+        # A notebook without code cells has no items (nbval collects code cells): its file name then.
+        titles = {p: notebook_title(items[0].parent.nb, p.stem) if items else p.stem for p, items in self.notebooks.items()}
         return site_links(list(self.notebooks), titles, path)
 
     def write_index(self) -> None:

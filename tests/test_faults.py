@@ -392,7 +392,7 @@ def test_lecture_page_on_a_read_only_folder_keeps_the_old_pair(tmp_path, monkeyp
 
     rec = lh.LectureRecorder(tmp_path)
     rec.notebooks = {Path("x/lec.ipynb"): []}  # a notebook without code cells
-    monkeypatch.setattr(lh, "lecture_page", lambda executed, name, folder: "<html>page</html>")
+    monkeypatch.setattr(lh, "lecture_page", lambda executed, name, folder, site=None: "<html>page</html>")
     (tmp_path / "lec.html").write_text("old page")
     (tmp_path / "lec.ipynb").write_text("old nb")
     fail_open(errno.EROFS, when=lambda p: p.endswith(".html." + p.rsplit(".", 2)[-2] + ".tmp"))

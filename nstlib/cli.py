@@ -66,8 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the style image (a painting); several are blended, equally unless --style-weights, or placed by --mask")
     s.add_argument("-o", "--output", required=True, metavar="OUT.png", help="where to write the result (its folder must exist)")
     s.add_argument("--preset", choices=PRESETS, default=argparse.SUPPRESS,
-                   help="fast: start from the photo, coarse to fine from 128 px, bfloat16 where faster; "
-                   "paper: Gatys et al. 2016 (noise start, one scale, 300 steps). Options below override it (default fast)")
+                   help="fast: the converged picture: from the photo, coarse to fine from 128 px, bfloat16 where "
+                   "faster, the last scale until the loss stops falling (at most 300 steps); draft: the same with 30 "
+                   "steps at the last scale (quick); paper: Gatys et al. 2016 (noise start, one scale, 300 steps). "
+                   "Options below override it (default fast)")
     s.add_argument("--settings", metavar="FILE.json", default=None,
                    help="start from the settings of an earlier run (the JSON written beside its image) instead of a "
                    "preset; options given override them")

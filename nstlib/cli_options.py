@@ -176,7 +176,7 @@ def _style_layers(text: str) -> tuple[str, ...] | dict[str, float] | str:
 
 WEIGHTS_HELP = ("weights setting: torchvision, random[:vgg16][:SEED], or [vgg16:][caffe:]PATH "
                 "(default: $NSTLIB_WEIGHTS, else torchvision's VGG-19)")
-PRESETS = ("fast", "paper")  # nstlib.settings.PRESETS, spelled out so that --help does not import torch
+PRESETS = ("fast", "draft", "paper")  # nstlib.settings.PRESETS, spelled out so that --help does not import torch
 
 # -- the run's settings: one row per option, (group, flag, RunSettings field, argparse keywords) ---------
 # An option given overrides --settings FILE, which replaces --preset; the defaults are the preset's.

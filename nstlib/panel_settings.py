@@ -6,7 +6,7 @@
 
 A PanelSettings is a view of `nstlib.settings.RunSettings` plus the panel's image choices
 (content, style, a second style and its share): `run_settings()` starts from the chosen preset,
-`RunSettings.preset("fast" or "paper", size)`, and puts the panel's controls over it.
+`RunSettings.preset("draft" or "paper", size)` (the panel's "fast" is the library's draft), and puts the panel's controls over it.
 No widgets here: the panel reads its controls into a PanelSettings and sets them from one.
 """
 
@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from nstlib.settings import FAST_STEPS, PRESETS, RunSettings, coarse_to_fine
+from nstlib.settings import FAST_STEPS, RunSettings, coarse_to_fine
 from nstlib.vgg import GATYS_STYLE_LAYERS
 
 #: The fast preset's coarsest scale in the panel: 96 px, not the command line's 128, so that the
@@ -35,6 +35,11 @@ PAPER_STEPS = {"cpu": 150, "gpu": 500}
 
 def _default_style_weights() -> dict[str, float]:
     return {name: 0.2 for name in GATYS_STYLE_LAYERS}
+
+
+#: The panel's presets. Its "fast" is the library's "draft" (a fixed, quick schedule for a live
+#: preview); "paper" is the paper's.
+PANEL_PRESETS = ("fast", "paper")
 
 
 @dataclass
@@ -116,8 +121,8 @@ class PanelSettings:
     def schedule(self) -> tuple[tuple[int, ...] | None, int | tuple[int, ...]]:
         """(scales, steps) of the run: the longest side of each scale, coarse to fine (None: one
         scale, the output's), and the steps (per scale with several scales)."""
-        if self.preset not in PRESETS:
-            raise ValueError(f"preset must be one of {', '.join(map(repr, PRESETS))}, got {self.preset!r}.")
+        if self.preset not in PANEL_PRESETS:
+            raise ValueError(f"preset must be one of {', '.join(map(repr, PANEL_PRESETS))}, got {self.preset!r}.")
         sizes = coarse_to_fine(self.size, start=PANEL_FAST_START) if self.preset == "fast" else [self.size]
         if len(sizes) == 1:
             return None, self.steps
@@ -166,4 +171,4 @@ class PanelSettings:
         if self.colors != "painting":
             kind, _, method = self.colors.partition("-")
             changes.update(preserve_colors=kind, color_method=method or "cholesky")
-        return RunSettings.preset(self.preset, self.size, **changes)
+        return RunSettings.preset("draft" if self.preset == "fast" else self.preset, self.size, **changes)

@@ -37,10 +37,14 @@ OPTIMIZERS = ("lbfgs", "adam")
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.02}
 INITS = ("noise", "content", "style")
 POOLINGS = ("avg", "max")
-PRESETS = ("fast", "paper")
-#: fast: the coarsest scale's longest side, and the steps at it and at each finer scale.
+PRESETS = ("fast", "draft", "paper")
+#: fast and draft: the coarsest scale's longest side, and the steps at it and at each finer scale.
 FAST_START = 128
 FAST_STEPS = (80, 30)
+#: fast: the last scale runs until the picture is done (its loss falls by less than
+#: FAST_TOLERANCE per step over 20 steps), at most FAST_LAST_STEPS steps.
+FAST_LAST_STEPS = 300
+FAST_TOLERANCE = 5e-4
 #: Keys of a saved run's "settings" that record what happened, not what was asked for.
 RECORD_ONLY = ("content", "style", "style_masks", "precision_reason", "arch", "memory_estimate_mb", "nstlib", "torch")
 
@@ -165,9 +169,12 @@ class RunSettings:
     def preset(cls, name: str, size: int | tuple[int, int] = 256, **changes: Any) -> "RunSettings":
         """A named run for an output of `size` (longest side or (H, W)), with `changes` over it.
 
-        fast (the command line's default): start from the photo, coarse to fine from 128 px by
-            factors of 2 (80 L-BFGS steps at the first scale, 30 at each finer one), the network
-            in bfloat16 where that is native and faster.
+        fast (the command line's default): the converged picture. Start from the photo, coarse
+            to fine from 128 px by factors of 2 (80 L-BFGS steps at the first scale, 30 at each
+            finer one but the last), the network in bfloat16 where that is native and faster; the
+            last scale runs until the loss falls by less than FAST_TOLERANCE per step (at most
+            FAST_LAST_STEPS steps).
+        draft: the quick picture: as fast, but the last scale runs 30 steps too (80 at one scale).
         paper: Gatys et al. 2016 as published: white-noise start, one scale, 300 L-BFGS steps.
         Both use the paper's layers and weights (content relu4_2, style relu1_1 ... relu5_1,
         alpha 1, beta 1e3).
@@ -179,8 +186,12 @@ class RunSettings:
             return cls(**{**common, "init": "noise", "scales": None, "steps": 300, **changes})
         scales = coarse_to_fine(size if isinstance(size, int) else max(size))
         steps = [FAST_STEPS[0]] + [FAST_STEPS[1]] * (len(scales) - 1)
+        converged: dict[str, Any] = {}
+        if name == "fast":
+            steps[-1] = FAST_LAST_STEPS
+            converged = {"tolerance": FAST_TOLERANCE}
         return cls(**{**common, "init": "content", "scales": scales if len(scales) > 1 else None,
-                      "steps": steps if len(scales) > 1 else FAST_STEPS[0], **changes})
+                      "steps": steps if len(scales) > 1 else steps[0], **converged, **changes})
 
     # -- dict and JSON ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

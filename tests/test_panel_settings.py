@@ -110,3 +110,12 @@ def test_alpha_over_beta_is_on_the_papers_scale_given_the_networks_factor():
         with pytest.raises(ValueError, match="paper_scale must be a positive number"):
             PanelSettings().run_settings(bad)
     assert PanelSettings(variant="normalized").run_settings(82.0).lambda_os == pytest.approx(1e-2), "normalized: no factor"
+
+
+def test_the_panels_fast_is_the_librarys_draft():
+    # A live preview wants a fixed, quick schedule: the panel's "fast" runs the library's draft
+    # (no convergence test), whatever the command line's default does.
+    rs = PanelSettings(preset="fast", size=192).run_settings()
+    assert rs.tolerance is None and list(rs.steps) == [80, 30]
+    with pytest.raises(ValueError, match="'fast', 'paper'"):
+        PanelSettings(preset="draft").run_settings()

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from nstlib import metrics, precision as P
-from nstlib.settings import RunSettings
+from nstlib.settings import FAST_LAST_STEPS, FAST_TOLERANCE, RunSettings
 from nstlib.losses import build_objective, resolve_weights
 from nstlib.stylize import StopOptimization, StopReason, plan_scales, scale_sizes, stylize
 
@@ -261,13 +261,20 @@ def test_style_layer_presets_are_accepted_by_name(run):
 
 
 def test_presets():
+    draft = RunSettings.preset("draft", 512)
+    assert list(draft.scales) == [128, 256, 512] and list(draft.steps) == [80, 30, 30] and draft.init == "content"
+    assert draft.tolerance is None
+    # fast: the same scales, the last one until converged (at most FAST_LAST_STEPS)
     fast = RunSettings.preset("fast", 512)
-    assert list(fast.scales) == [128, 256, 512] and list(fast.steps) == [80, 30, 30] and fast.init == "content"
-    assert RunSettings.preset("fast", 128).scales is None
+    assert list(fast.scales) == [128, 256, 512] and list(fast.steps) == [80, 30, FAST_LAST_STEPS]
+    assert fast.tolerance == FAST_TOLERANCE and fast.init == "content"
+    assert RunSettings.preset("fast", 128).scales is None and RunSettings.preset("fast", 128).steps == FAST_LAST_STEPS
+    assert RunSettings.preset("draft", 128).steps == 80
+    assert RunSettings.preset("fast", 256, tolerance=None).tolerance is None, "changes win over the preset"
     assert list(RunSettings.preset("fast", (300, 200)).scales) == [150, 300]
     paper = RunSettings.preset("paper", 256)
-    assert (paper.init, paper.scales, paper.steps) == ("noise", None, 300)
-    with pytest.raises(ValueError, match="fast, paper"):
+    assert (paper.init, paper.scales, paper.steps, paper.tolerance) == ("noise", None, 300, None)
+    with pytest.raises(ValueError, match="fast, draft, paper"):
         RunSettings.preset("quick")
 
 

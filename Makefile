@@ -3,8 +3,8 @@
 # Both make .venv/ once and reuse it; it is rebuilt when pyproject.toml or the constraints change.
 #
 # `make test` (what CI runs) = `make lectures`, then `make unit` with the browser test of the
-# lecture pages: both run even when the first fails, and make fails if either does. About 26
-# minutes on 2 cores from a fresh clone (install 2, lectures 16.5, unit 7.5; see README).
+# lecture pages: both run even when the first fails, and make fails if either does. About 27
+# minutes on 2 cores from a fresh clone (install 2, lectures 16, unit 9; see README).
 #   make lectures  every notebook in cpu mode under nbval (the real lecture sizes, checked claims);
 #                  the same run writes the executed lectures as HTML, with an index:
 #                  build/lectures/index.html (LECTURES_DIR). Needs the pretrained weights

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
+import subprocess
 from pathlib import Path
 from typing import Iterator
 
@@ -48,8 +50,6 @@ def jupyter_lab(root: Path, home: Path, env: dict[str, str], wait_s: float = 90.
     (and its kernels') environment. Raises RuntimeError, with the end of the log, if it does not start.
     """
     import secrets
-    import signal
-    import subprocess
     import sys
     import time
     import urllib.request
@@ -86,12 +86,17 @@ def jupyter_lab(root: Path, home: Path, env: dict[str, str], wait_s: float = 90.
                 time.sleep(0.5)
             yield base, token
         finally:
-            try:  # the server has a process group of its own; on SIGTERM it shuts its kernels down
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=20)
-            except ProcessLookupError:
-                pass
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+            stop_process_group(proc)
 
+
+def stop_process_group(proc: subprocess.Popen) -> None:
+    """End a server started in a process group of its own (start_new_session=True), its kernels
+    with it: SIGTERM lets JupyterLab shut its kernels down; SIGKILL after 20 s."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)

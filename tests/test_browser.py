@@ -17,7 +17,6 @@ import contextlib
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -26,7 +25,7 @@ import urllib.request
 
 import pytest
 
-from browser_tools import ARTIFACTS, CHROMIUM_FLAGS, ROOT  # the `chromium` fixture is in conftest.py
+from browser_tools import ARTIFACTS, CHROMIUM_FLAGS, ROOT, stop_process_group  # the `chromium` fixture is in conftest.py
 
 NOTEBOOK = ROOT / "notebooks" / "06_interactive_tuning.ipynb"
 EXPLORER_NOTEBOOK = ROOT / "notebooks" / "01_setup_and_tour.ipynb"   # ends with the LayerExplorer
@@ -117,15 +116,7 @@ def lab(tmp_path_factory):
             time.sleep(0.5)
         yield base, token, log
     finally:
-        # The server and the kernels it started are in their own process group.
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=20)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        stop_process_group(proc)   # the server and the kernels it started: their own process group
         log.close()
 
 

@@ -22,7 +22,7 @@ from typing import Mapping, Sequence, Union
 
 import torch
 
-from nstlib._gram import _Gram
+from nstlib._gram import gram as _gram_product
 from nstlib.images import resize
 from nstlib.precision import Precision, extract
 from nstlib.regions import guided_gram, region_shares, resize_masks
@@ -45,8 +45,8 @@ def gram_matrix(features: torch.Tensor, normalize: bool = False) -> torch.Tensor
     """
     if features.ndim != 4:
         raise ValueError(f"gram_matrix expects features (B, C, H, W), got shape {tuple(features.shape)}.")
-    b, c, h, w = features.shape
-    g = _Gram.apply(features.reshape(b, c, h * w))
+    h, w = features.shape[-2:]
+    g = _gram_product(features)
     return g / (h * w) if normalize else g
 
 

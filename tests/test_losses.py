@@ -54,6 +54,22 @@ def test_gram_matrix_normalize_divides_by_positions():
     assert torch.allclose(gram_matrix(tiled, normalize=True), gram_matrix(f, normalize=True))
 
 
+@pytest.mark.parametrize("shape", [(2, 5, 4, 6), (1, 1, 3, 3), (1, 4, 1, 1)])
+def test_gram_matrix_of_channels_last_features_is_the_same_and_keeps_the_layout(shape):
+    # bfloat16 runs hand the Grams channels_last maps (nstlib.precision.extract); the Gram reads
+    # them as (B, H*W, C) and its gradient must come back in that layout, with the same values.
+    f = feats(*shape)
+    f_last = f.clone(memory_format=torch.channels_last).requires_grad_(True)
+    f_first = f.clone().requires_grad_(True)
+    w = feats(shape[0], shape[1], shape[1], seed=1)
+    (gram_matrix(f_last, normalize=True) * w).sum().backward()
+    (gram_matrix(f_first, normalize=True) * w).sum().backward()
+    assert torch.allclose(gram_matrix(f_last), gram_matrix(f), atol=1e-12)
+    assert torch.allclose(f_last.grad, f_first.grad, atol=1e-12)
+    if shape[1] > 1 and shape[2] * shape[3] > 1:
+        assert f_last.grad.is_contiguous(memory_format=torch.channels_last) and not f_last.grad.is_contiguous()
+
+
 def test_gram_matrix_bad_shape():
     with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
         gram_matrix(feats(4, 6, 6))

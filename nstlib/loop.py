@@ -27,6 +27,9 @@ from nstlib.vgg import VGGFeatures
 
 #: Steps over which the loss's fall per step is measured against RunSettings.tolerance.
 CONVERGENCE_WINDOW = 20
+#: An L-BFGS step whose image has more than BLOWUP times the scale's lowest loss is undone (Loop._guard).
+BLOWUP = 10.0
+CALM_STEPS = 10  # ... and the step length halved, until this many steps go without one
 LBFGS_LOSS_SCALE = 1e3  # L-BFGS sees the loss scaled to this value at the start of each scale (see Loop.run_scale)
 
 
@@ -98,6 +101,8 @@ class Loop:
     done: int = 0
     stop_reason: StopReason | None = None
     stopped: str | None = None  # the reason as text, with its detail
+    undone: int = 0  # L-BFGS overshoots undone (Loop._guard)
+    _calm: int = 0  # steps since the last undone overshoot
     _totals: list[torch.Tensor] = field(default_factory=list)
     _rows: list[torch.Tensor] = field(default_factory=list)
     _scale_of_row: list[int] = field(default_factory=list)
@@ -138,6 +143,8 @@ class Loop:
                 before = x.detach().clone() if self.optimizer == "lbfgs" else None
                 opt.step(closure)
                 self._project(opt, x, before)
+                if self.optimizer == "lbfgs":
+                    self._guard(opt, x, best)
                 done_here += 1
                 self.done += 1
                 self.bar.update(1)
@@ -214,6 +221,30 @@ class Loop:
                 t = st.get("t")
                 if "d" in st and t:
                     st["d"] = (x - before).flatten() / t
+
+    def _guard(self, opt: torch.optim.Optimizer, x: torch.Tensor, best: BestImage) -> None:
+        """Undo an L-BFGS overshoot: back to the best image, a fresh curvature memory, a shorter step.
+
+        Without a line search, L-BFGS takes whatever step its curvature pairs suggest. Early in a
+        scale they are few and can be far off: at 1024 px the loss jumped 37x and then 80x within
+        five steps, and 30 steps did not recover from it. A step whose image has more than
+        BLOWUP times the scale's lowest loss is undone and the step length (L-BFGS's lr) halved,
+        so that the same overshoot is not taken again; after CALM_STEPS steps without one it is
+        restored.
+        """
+        group = opt.param_groups[0]
+        if not bool(self._totals[-1].sum() > BLOWUP * best.loss.sum()):
+            self._calm += 1
+            if self._calm >= CALM_STEPS and group["lr"] < self.lr:
+                group["lr"] = min(self.lr, 2 * group["lr"])
+                self._calm = 0
+            return
+        with torch.no_grad():
+            x.copy_(best.image)
+        opt.state[x].clear()
+        group["lr"] *= 0.5
+        self._calm = 0
+        self.undone += 1
 
     def _converged(self, done_here: int, tolerance: float | None) -> bool:
         """Has the lowest loss of this scale fallen by less than `tolerance` per step over the window?"""

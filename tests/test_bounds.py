@@ -97,3 +97,57 @@ def test_tolerance_is_checked():
     for bad in (0, 1, -1e-3, "1e-3", True):
         with pytest.raises(ValueError, match="tolerance must be None or a number in \\(0, 1\\)"):
             RunSettings(tolerance=bad)
+
+
+def _loop_with_lbfgs(x: torch.Tensor):
+    from nstlib.loop import Loop
+
+    loop = Loop(net=None, precision=None, optimizer="lbfgs", lr=1.0, callback=None, callback_every=1, stop=None,
+                t_start=0.0, n_scales=1, total_steps=100)
+    opt = loop._optimizer(x)
+    opt.state[x].update({"d": torch.ones(x.numel()), "t": 1.0, "n_iter": 5})
+    return loop, opt
+
+
+def test_an_lbfgs_overshoot_is_undone_and_the_step_shortened_then_restored():
+    # At 1024 px L-BFGS's early curvature pairs sent the loss up 37x, then 80x; 30 steps did not
+    # recover. Loop._guard returns to the best image with a fresh memory and half the step.
+    from nstlib.loop import BLOWUP, CALM_STEPS, BestImage
+
+    x = torch.full((1, 3, 4, 4), 0.9, requires_grad=True)
+    best = BestImage(torch.full((1, 3, 4, 4), 0.3))
+    best.loss = torch.tensor([2.0])
+    loop, opt = _loop_with_lbfgs(x)
+    loop._totals.append(torch.tensor([2.0 * BLOWUP * 0.99]))  # a rise, but not an overshoot: kept
+    loop._guard(opt, x, best)
+    assert loop.undone == 0 and float(x.detach().max()) == pytest.approx(0.9) and "d" in opt.state[x]
+    loop._totals.append(torch.tensor([2.0 * BLOWUP * 1.01]))
+    loop._guard(opt, x, best)
+    assert loop.undone == 1 and torch.equal(x.detach(), best.image)
+    assert opt.state[x] == {} and opt.param_groups[0]["lr"] == 0.5
+    for _ in range(CALM_STEPS):
+        loop._totals.append(torch.tensor([1.5]))
+        loop._guard(opt, x, best)
+    assert opt.param_groups[0]["lr"] == 1.0, "the full step comes back after CALM_STEPS calm steps"
+
+
+def test_guarded_lbfgs_runs_end_at_their_best_picture(random_vgg16, monkeypatch):
+    # With a step length far too long for this problem, steps overshoot and are undone; the run
+    # still ends at its lowest loss, below its start, and the loss it reports is its picture's.
+    from nstlib import loop
+
+    undone = []
+    real = loop.Loop.run_scale
+
+    def spy(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        undone.append(self.undone)
+
+    monkeypatch.setattr(loop.Loop, "run_scale", spy)
+    g = torch.Generator().manual_seed(3)
+    photo, painting = torch.rand(1, 3, 48, 48, generator=g), torch.rand(1, 3, 48, 48, generator=g)
+    kw = {**SMALL, "beta": 1e5}
+    r = stylize(photo, painting, extractor=random_vgg16, steps=30, lr=50.0, init="content", **kw)
+    hist = r.history["total"][:, 0]
+    assert undone[0] >= 1 and r.loss[0] < hist[0] and r.loss[0] <= hist.min() * (1 + 1e-5)
+    assert _loss_of(random_vgg16, r, photo, painting, **kw) == pytest.approx(float(r.loss[0]), rel=1e-4)

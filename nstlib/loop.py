@@ -29,7 +29,7 @@ from nstlib.vgg import VGGFeatures
 CONVERGENCE_WINDOW = 20
 #: An L-BFGS step whose image has more than BLOWUP times the scale's lowest loss is undone (Loop._guard).
 BLOWUP = 10.0
-CALM_STEPS = 10  # ... and the step length halved, until this many steps go without one
+CALM_STEPS = 10  # a second overshoot within this many steps halves the step length (Loop._guard)
 LBFGS_LOSS_SCALE = 1e3  # L-BFGS sees the loss scaled to this value at the start of each scale (see Loop.run_scale)
 
 
@@ -131,7 +131,7 @@ class Loop:
         ends sooner once its lowest loss falls by less than `tolerance` (relative) per step over
         the last CONVERGENCE_WINDOW steps.
         """
-        self._best_at = {}
+        self._best_at, self._calm = {}, CALM_STEPS
         opt = self._optimizer(x)
         closure = self._closure(opt, scale, x, objective, best)
         done_here = 0
@@ -143,8 +143,8 @@ class Loop:
                 before = x.detach().clone() if self.optimizer == "lbfgs" else None
                 opt.step(closure)
                 self._project(opt, x, before)
-                if self.optimizer == "lbfgs":
-                    self._guard(opt, x, best)
+                if before is not None:
+                    self._guard(opt, x, before, best)
                 done_here += 1
                 self.done += 1
                 self.bar.update(1)
@@ -222,27 +222,32 @@ class Loop:
                 if "d" in st and t:
                     st["d"] = (x - before).flatten() / t
 
-    def _guard(self, opt: torch.optim.Optimizer, x: torch.Tensor, best: BestImage) -> None:
-        """Undo an L-BFGS overshoot: back to the best image, a fresh curvature memory, a shorter step.
+    def _guard(self, opt: torch.optim.Optimizer, x: torch.Tensor, before: torch.Tensor, best: BestImage) -> None:
+        """Undo an L-BFGS overshoot: back to the best image, keeping what the overshoot taught.
 
         Without a line search, L-BFGS takes whatever step its curvature pairs suggest. Early in a
         scale they are few and can be far off: at 1024 px the loss jumped 37x and then 80x within
-        five steps, and 30 steps did not recover from it. A step whose image has more than
-        BLOWUP times the scale's lowest loss is undone and the step length (L-BFGS's lr) halved,
-        so that the same overshoot is not taken again; after CALM_STEPS steps without one it is
-        restored.
+        five steps, and 30 steps did not recover from it. When the image just evaluated (`before`)
+        has more than BLOWUP times the scale's lowest loss, the next step starts from the best
+        image instead, and L-BFGS is told that move (d = (best - before) / t), so that its next
+        curvature pair describes the overshoot's direction from both ends. A second overshoot
+        within CALM_STEPS steps halves the step length until CALM_STEPS steps pass without one.
         """
         group = opt.param_groups[0]
+        self._calm += 1
         if not bool(self._totals[-1].sum() > BLOWUP * best.loss.sum()):
-            self._calm += 1
             if self._calm >= CALM_STEPS and group["lr"] < self.lr:
                 group["lr"] = min(self.lr, 2 * group["lr"])
                 self._calm = 0
             return
+        st = opt.state[x]
         with torch.no_grad():
             x.copy_(best.image)
-        opt.state[x].clear()
-        group["lr"] *= 0.5
+            t = st.get("t")
+            if "d" in st and t:
+                st["d"] = (x - before).flatten() / t
+        if self.undone and self._calm < CALM_STEPS:
+            group["lr"] *= 0.5
         self._calm = 0
         self.undone += 1
 

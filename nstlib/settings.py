@@ -46,10 +46,10 @@ FAST_STEPS = (80, 30)
 FAST_LAST_STEPS = 300
 FAST_TOLERANCE = 5e-4
 #: fast above FAST_CONVERGED_UP_TO px: the last scale runs FAST_LARGE_LAST_STEPS steps. A step at
-#: 1024 px costs about 2.6 s on 2 CPU cores, so a converged picture would take 10 minutes; these 30
-#: steps take it from the upsampled 512 px picture's loss (30x the final one) to about 95 s in all.
+#: 1024 px costs about 2.6 s on 2 CPU cores, so a converged picture would take 10 minutes; these 25
+#: steps take it from the upsampled 512 px picture's loss (30x the final one), 1024 px in 80-110 s.
 FAST_CONVERGED_UP_TO = 512
-FAST_LARGE_LAST_STEPS = 30
+FAST_LARGE_LAST_STEPS = 25
 #: Keys of a saved run's "settings" that record what happened, not what was asked for.
 RECORD_ONLY = ("content", "style", "style_masks", "precision_reason", "arch", "memory_estimate_mb", "nstlib", "torch")
 
@@ -179,7 +179,7 @@ class RunSettings:
             finer one but the last), the network in bfloat16 where that is native and faster; the
             last scale runs until the loss falls by less than FAST_TOLERANCE per step (at most
             FAST_LAST_STEPS steps). Above FAST_CONVERGED_UP_TO (512 px) the last scale runs
-            FAST_LARGE_LAST_STEPS (30): 1024 px in about 95 s on 2 CPU cores, not converged.
+            FAST_LARGE_LAST_STEPS (25): 1024 px in 80-110 s on 2 CPU cores, not converged.
         draft: the quick picture: as fast, but the last scale runs 30 steps too (80 at one scale).
         paper: Gatys et al. 2016 as published: white-noise start, one scale, 300 L-BFGS steps.
         Both use the paper's layers and weights (content relu4_2, style relu1_1 ... relu5_1,
@@ -190,12 +190,12 @@ class RunSettings:
         common = dict(size=size, variant="gatys", style_layers="gatys", optimizer="lbfgs", precision="auto")
         if name == "paper":
             return cls(**{**common, "init": "noise", "scales": None, "steps": 300, **changes})
-        scales = coarse_to_fine(size if isinstance(size, int) else max(size))
+        longest = size if isinstance(size, int) else max(size)
+        scales = coarse_to_fine(longest)
         steps = [FAST_STEPS[0]] + [FAST_STEPS[1]] * (len(scales) - 1)
         converged: dict[str, Any] = {}
         if name == "fast":
-            large = max(size if isinstance(size, int) else size) > FAST_CONVERGED_UP_TO
-            steps[-1] = FAST_LARGE_LAST_STEPS if large else FAST_LAST_STEPS
+            steps[-1] = FAST_LARGE_LAST_STEPS if longest > FAST_CONVERGED_UP_TO else FAST_LAST_STEPS
             converged = {"tolerance": FAST_TOLERANCE}
         return cls(**{**common, "init": "content", "scales": scales if len(scales) > 1 else None,
                       "steps": steps if len(scales) > 1 else steps[0], **converged, **changes})

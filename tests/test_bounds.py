@@ -99,35 +99,32 @@ def test_tolerance_is_checked():
             RunSettings(tolerance=bad)
 
 
-def _loop_with_lbfgs(x: torch.Tensor):
-    from nstlib.loop import Loop
-
-    loop = Loop(net=None, precision=None, optimizer="lbfgs", lr=1.0, callback=None, callback_every=1, stop=None,
-                t_start=0.0, n_scales=1, total_steps=100)
-    opt = loop._optimizer(x)
-    opt.state[x].update({"d": torch.ones(x.numel()), "t": 1.0, "n_iter": 5})
-    return loop, opt
-
-
-def test_an_lbfgs_overshoot_is_undone_and_the_step_shortened_then_restored():
+def test_an_lbfgs_overshoot_is_undone_and_a_second_one_shortens_the_step():
     # At 1024 px L-BFGS's early curvature pairs sent the loss up 37x, then 80x; 30 steps did not
-    # recover. Loop._guard returns to the best image with a fresh memory and half the step.
-    from nstlib.loop import BLOWUP, CALM_STEPS, BestImage
+    # recover. Loop._guard returns to the best image and tells L-BFGS the move it made.
+    from nstlib.loop import BLOWUP, CALM_STEPS, BestImage, Loop
 
     x = torch.full((1, 3, 4, 4), 0.9, requires_grad=True)
     best = BestImage(torch.full((1, 3, 4, 4), 0.3))
     best.loss = torch.tensor([2.0])
-    loop, opt = _loop_with_lbfgs(x)
+    loop = Loop(net=None, precision=None, optimizer="lbfgs", lr=1.0, callback=None, callback_every=1, stop=None,
+                t_start=0.0, n_scales=1, total_steps=100, _calm=CALM_STEPS)
+    opt = loop._optimizer(x)
+    opt.state[x].update({"d": torch.ones(x.numel()), "t": 0.5})
+    before = torch.full((1, 3, 4, 4), 0.8)
     loop._totals.append(torch.tensor([2.0 * BLOWUP * 0.99]))  # a rise, but not an overshoot: kept
-    loop._guard(opt, x, best)
-    assert loop.undone == 0 and float(x.detach().max()) == pytest.approx(0.9) and "d" in opt.state[x]
+    loop._guard(opt, x, before, best)
+    assert loop.undone == 0 and float(x.detach().max()) == pytest.approx(0.9)
     loop._totals.append(torch.tensor([2.0 * BLOWUP * 1.01]))
-    loop._guard(opt, x, best)
+    loop._guard(opt, x, before, best)
     assert loop.undone == 1 and torch.equal(x.detach(), best.image)
-    assert opt.state[x] == {} and opt.param_groups[0]["lr"] == 0.5
+    assert torch.allclose(opt.state[x]["d"], torch.full((48,), (0.3 - 0.8) / 0.5)), "L-BFGS is told the move"
+    assert opt.param_groups[0]["lr"] == 1.0, "a first overshoot keeps the step length"
+    loop._guard(opt, x, before, best)  # the same loss again: a second overshoot at once
+    assert loop.undone == 2 and opt.param_groups[0]["lr"] == 0.5
     for _ in range(CALM_STEPS):
         loop._totals.append(torch.tensor([1.5]))
-        loop._guard(opt, x, best)
+        loop._guard(opt, x, before, best)
     assert opt.param_groups[0]["lr"] == 1.0, "the full step comes back after CALM_STEPS calm steps"
 
 

@@ -93,8 +93,8 @@ def cpu_bfloat16_speedup(size: int = 64, repeats: int = 3) -> float:
 
         def once(dtype: torch.dtype | None) -> float:
             start = time.perf_counter()
-            with autocast(torch.device("cpu"), dtype):
-                y = net(x)
+            with autocast(torch.device("cpu"), dtype):  # each format in its layout, as `extract` runs it
+                y = net(x if dtype is None else x.contiguous(memory_format=torch.channels_last))
             y.float().sum().backward()
             return time.perf_counter() - start
 

@@ -216,11 +216,8 @@ class Loop:
         """
         with torch.no_grad():
             x.clamp_(0.0, 1.0)
-            if before is not None:
-                st = opt.state[x]
-                t = st.get("t")
-                if "d" in st and t:
-                    st["d"] = (x - before).flatten() / t
+        if before is not None:
+            _tell_lbfgs_the_move(opt, x, before)
 
     def _guard(self, opt: torch.optim.Optimizer, x: torch.Tensor, before: torch.Tensor, best: BestImage) -> None:
         """Undo an L-BFGS overshoot: back to the best image, keeping what the overshoot taught.
@@ -240,12 +237,9 @@ class Loop:
                 group["lr"] = min(self.lr, 2 * group["lr"])
                 self._calm = 0
             return
-        st = opt.state[x]
         with torch.no_grad():
             x.copy_(best.image)
-            t = st.get("t")
-            if "d" in st and t:
-                st["d"] = (x - before).flatten() / t
+        _tell_lbfgs_the_move(opt, x, before)
         if self.undone and self._calm < CALM_STEPS:
             group["lr"] *= 0.5
         self._calm = 0
@@ -316,6 +310,16 @@ class Loop:
             hist["scale"] = np.repeat(np.asarray(self._scale_of_row)[:, None], hist["total"].shape[1], axis=1)
         return hist
 
+
+
+def _tell_lbfgs_the_move(opt: torch.optim.Optimizer, x: torch.Tensor, before: torch.Tensor) -> None:
+    """After x was moved by hand from `before`: L-BFGS's last direction becomes that move,
+    d = (x - before) / t, so its next curvature pair describes where x really went."""
+    st = opt.state[x]
+    t = st.get("t")
+    if "d" in st and t:
+        with torch.no_grad():
+            st["d"] = (x - before).flatten() / t
 
 
 # -- the image at the start of a scale ---------------------------------------------------------

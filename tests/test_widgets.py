@@ -364,3 +364,15 @@ def test_gatys_run_is_calibrated_to_the_loaded_network(panel):
     assert common.paper_scale(net, layers) == pytest.approx(k, rel=1e-5)
     s = panel.result.settings
     assert s["alpha"] / s["beta"] == pytest.approx(1e-4 * k, rel=1e-5)
+
+
+def test_warm_up_calibrates_the_default_layer_set(monkeypatch, panel):
+    # The first run's first preview would otherwise wait for the calibration (a 256 px pair, about
+    # 1 s on 2 cores: notebook 6's "first preview in under 1 s" failed on it in a CI run).
+    from nstlib.runner import RunController
+    from nstlib.widgets import common
+    monkeypatch.setattr(RunController, "started_any", threading.Event())  # as in a fresh kernel
+    monkeypatch.setattr(common, "_scales", {})
+    common._warm_up(WEIGHTS, "avg", "cpu")
+    net = common._extractor(WEIGHTS, "avg", "cpu")
+    assert list(common._scales) == [(id(net), tuple(panel.settings()["style_weights"]))]

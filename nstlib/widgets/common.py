@@ -18,7 +18,7 @@ from nstlib import data, losses
 from nstlib.images import load_image, to_pil
 from nstlib.runner import RunController
 from nstlib.stylize import stylize
-from nstlib.vgg import VGGFeatures, load_vgg
+from nstlib.vgg import VGGFeatures, load_vgg, style_layer_preset
 
 _SOURCES = ("course", "path", "upload")
 _LABEL = "8em"  # one width for the controls' labels, so that they line up
@@ -68,14 +68,17 @@ def paper_scale(net: VGGFeatures, style_layers: tuple[str, ...]) -> float:
 def _warm_up(weights: str, pooling: str, device: str) -> None:
     """Pay, once per process and in the background, what the first run would pay before its
     first preview: building a torch optimizer imports torch._dynamo (1-3 s on a laptop),
-    matplotlib loads its fonts, the first forward and backward passes set up their kernels.
+    matplotlib loads its fonts, the first forward and backward passes set up their kernels, and
+    the α/β scale of the default layer set is calibrated (a 256 px pair: about 1 s on 2 cores).
     A run started meanwhile does not wait: it loads its images and targets while the import runs."""
     try:
         torch.optim.LBFGS([torch.zeros(1, requires_grad=True)])
         Figure(figsize=(1, 1)).savefig(BytesIO(), format="png")
         if not RunController.started_any.is_set():  # else it would only compete with that run
+            net = _extractor(weights, pooling, device)
             img = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-            stylize(img, img, extractor=_extractor(weights, pooling, device), device=device, steps=1, progress=False)
+            stylize(img, img, extractor=net, device=device, steps=1, progress=False)
+            paper_scale(net, style_layer_preset("gatys", net.arch))
     except Exception:  # a real run reports any problem in the panel
         pass
 

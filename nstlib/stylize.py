@@ -163,6 +163,7 @@ def _result(plan: Plan, net: VGGFeatures, loop: Loop, best: BestImage, dev: torc
         image=image, history=loop.history(multi_scale=len(plan.scales) > 1), settings=plan.record,
         wall_time=time.perf_counter() - t_start, steps_done=loop.done, stopped=loop.stopped,
         weights=net.describe(), device=str(dev), stop_reason=loop.stop_reason, peak_memory_mib=peak,
+        overshoots_undone=loop.undone,
     )
 
 

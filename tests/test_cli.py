@@ -418,3 +418,15 @@ def test_the_readme_command_lines_parse():
         if args.command == "stylize":
             _check_style_options(args, len(args.style))
     assert any("--settings" in line for line in lines)
+
+
+def test_undone_overshoots_are_reported(images, tmp_path, capsys):
+    # A step length far too long: L-BFGS overshoots, the engine steps back; the summary says so.
+    content, style = images
+    out = tmp_path / "out.png"
+    code = main(["stylize", str(content), str(style), "-o", str(out), "--size", "48", "--steps", "30", "--no-progress",
+                 *WEIGHTS, "--scales", "48", "--lr", "50", "--beta", "1e5", "--init", "content", "--precision", "float32"])
+    assert code == 0
+    n = json.loads(out.with_suffix(".json").read_text())["overshoots_undone"]
+    assert n >= 1
+    assert re.search(rf"{n} L-BFGS overshoots? undone", capsys.readouterr().out)

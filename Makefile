@@ -12,8 +12,8 @@
 #                  `make test` skips it and says so.
 #   make unit      the fast part: library tests, the notebooks in smoke mode; the browser test of
 #                  the lecture HTML only runs with NSTLIB_LECTURES_DIR set (make test sets it)
-# Also: make bench (loss versus seconds: the plain loop against every preset, 4 pairs, 256 and 512 px;
-# about an hour on 2 cores), make bench-step (the cost of one step), make browser (install headless
+# Also: make bench (loss versus seconds: the plain loop against every preset, 4 pairs, 256 and 512 px,
+# and draft and fast at 1024 px; about an hour on 2 cores), make bench-step (the cost of one step), make browser (install headless
 # Chromium), make student (the student edition in build/student), make course-cells (the notebooks'
 # generated cells: badges, Colab set-up, self-checks, solutions), make slides (figures as 200 dpi
 # PNGs and widget screenshots in build/slides), make clean-venv.

@@ -4,7 +4,7 @@ For each photo x painting pair and each size it runs, in one process,
 
 - plain: the loop as any 100-line Gatys implementation writes it: float32, one scale, 300
   L-BFGS steps from the photo (the paper's layers and weights);
-- every preset of `RunSettings.preset` (draft, fast, paper),
+- every preset of `RunSettings.preset` (draft, fast, paper; above 512 px only draft and fast),
 
 and records the loss of the picture each run would return if stopped there (its image every
 few steps, clamped to [0, 1] and upsampled to the output size) under one objective: the plain
@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from nstlib import data
+from nstlib._io import atomic_write
 from nstlib.devices import describe_device, pick_device
 from nstlib.images import load_image
 from nstlib.losses import Objective, build_objective
@@ -106,8 +107,12 @@ def measure(net: VGGFeatures, photo: torch.Tensor, painting: torch.Tensor, setti
 
 def run_curves(pairs: Sequence[tuple[str, str]], sizes: Sequence[int], presets: Sequence[str] = PRESETS, *,
                plain_up_to: int = 512, device: str | None = None, weights: str | None = None,
-               out: TextIO = sys.stdout) -> list[Curve]:
-    """Every curve: the plain loop (sizes up to `plain_up_to`) and each preset, per pair and size."""
+               out: TextIO = sys.stdout, folder: Path | None = None) -> list[Curve]:
+    """Every curve: the plain loop and paper (sizes up to `plain_up_to`) and each preset, per pair and size.
+
+    folder: after each curve, the table and the curves so far are written there (curves.md,
+    curves.json): a bench stopped after an hour keeps what it measured.
+    """
     dev = pick_device(device)
     net = load_vgg(weights, device=dev)
     print(f"weights: {net.describe()}\ndevice:  {describe_device(dev)}; torch {torch.__version__}", file=out, flush=True)
@@ -118,15 +123,28 @@ def run_curves(pairs: Sequence[tuple[str, str]], sizes: Sequence[int], presets: 
         for size in sizes:
             photo, painting = _image(photo_key, size), _image(painting_key, size)
             pair = f"{photo_key} x {painting_key}"
-            runs = [("plain", PLAIN)] if size <= plain_up_to else []
-            runs += [(name, RunSettings.preset(name, size)) for name in presets]
+            # Above plain_up_to the plain loop and paper (300 float32 steps at the output size,
+            # half an hour at 1024 px on 2 cores) are skipped: the row gives time and loss only.
+            small = size <= plain_up_to
+            runs = [("plain", PLAIN)] if small else []
+            runs += [(name, RunSettings.preset(name, size)) for name in presets if small or name != "paper"]
             for name, settings in runs:
                 every = max(2, size // 64) if name == "plain" else 5
                 curve = measure(net, photo, painting, settings, name, pair, every, dev)
                 curves.append(curve)
                 print(f"  {pair} {size} px {name}: {curve.wall_s:.1f} s, {curve.steps} steps, loss {curve.final:.4g}",
                       file=out, flush=True)
+                if folder is not None:
+                    write_tables(curves, folder)
     return curves
+
+
+def write_tables(curves: Sequence[Curve], folder: Path) -> None:
+    """curves.md (the table) and curves.json (the raw curves) in `folder`, each replaced whole."""
+    with atomic_write(folder / "curves.md", "w") as f:
+        f.write(summary(curves) + "\n")
+    with atomic_write(folder / "curves.json", "w") as f:
+        f.write(json.dumps([asdict(c) for c in curves]))
 
 
 def _image(name: str, size: int) -> torch.Tensor:
@@ -181,31 +199,29 @@ def figure(curves: Sequence[Curve], path: str | Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m nstlib.bench_curves [--sizes 256,512] [--pairs 4] [--out build/bench]``."""
+    """``python -m nstlib.bench_curves [--sizes 256,512,1024] [--pairs 4] [--out build/bench]``."""
     p = argparse.ArgumentParser(prog="python -m nstlib.bench_curves", description=__doc__.split("\n\n")[0])
-    p.add_argument("--sizes", default="256,512", help="longest sides, comma list (default 256,512)")
+    p.add_argument("--sizes", default="256,512,1024", help="longest sides, comma list (default 256,512,1024)")
     p.add_argument("--pairs", type=int, default=len(PAIRS), help=f"how many of the {len(PAIRS)} pairs (default all)")
     p.add_argument("--presets", default=",".join(PRESETS), help=f"comma list of {', '.join(PRESETS)} (default all)")
-    p.add_argument("--plain-up-to", type=int, default=512, help="run the plain loop up to this size (default 512)")
+    p.add_argument("--plain-up-to", type=int, default=512,
+                   help="run the plain loop and paper up to this size (default 512)")
     p.add_argument("--out", default="build/bench", help="folder for curves.md, curves.png, curves.json")
     p.add_argument("--device", default="auto")
     p.add_argument("--weights", default=None, help="weights setting (default: $NSTLIB_WEIGHTS, else torchvision)")
     args = p.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     presets = [s.strip() for s in args.presets.split(",") if s.strip()]
+    folder = Path(args.out)
     try:
+        folder.mkdir(parents=True, exist_ok=True)
         curves = run_curves(PAIRS[:args.pairs], sizes, presets, plain_up_to=args.plain_up_to, device=args.device,
-                            weights=args.weights)
+                            weights=args.weights, folder=folder)
     except (ValueError, RuntimeError, OSError) as e:
         print(f"nstlib.bench_curves: error: {e}", file=sys.stderr)
         return 1
-    folder = Path(args.out)
-    folder.mkdir(parents=True, exist_ok=True)
-    table = summary(curves)
-    print("\n" + table)
-    (folder / "curves.md").write_text(table + "\n")
-    (folder / "curves.json").write_text(json.dumps([asdict(c) for c in curves]))
-    print(f"wrote {figure(curves, folder / 'curves.png')}")
+    print("\n" + summary(curves))
+    print(f"wrote {folder / 'curves.md'}, {folder / 'curves.json'}, {figure(curves, folder / 'curves.png')}")
     return 0
 
 

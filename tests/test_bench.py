@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 
 import pytest
@@ -40,6 +41,13 @@ def test_curves_table_and_figure(monkeypatch, tmp_path):
     assert "| p.png x s.png | 64 | plain |" in table and "| p.png x s.png | 64 | fast |" in table
     png = C.figure(curves, tmp_path / "curves.png")
     assert png.stat().st_size > 1000
+    # Above plain_up_to: no plain loop and no paper run (each would take half an hour at 1024 px).
+    # The table and the curves so far are on disk after each curve: a stopped bench keeps them.
+    large = C.run_curves([("p.png", "s.png")], [64], ("fast", "paper"), plain_up_to=32, device="cpu",
+                         weights="random:vgg16:0", out=io.StringIO(), folder=tmp_path)
+    assert [c.name for c in large] == ["fast"]
+    assert "| p.png x s.png | 64 | fast |" in (tmp_path / "curves.md").read_text() == C.summary(large) + "\n"
+    assert [c["name"] for c in json.loads((tmp_path / "curves.json").read_text())] == ["fast"]
     assert C.main(["--sizes", "64", "--pairs", "1", "--weights", "/no/such/weights.pth"]) == 1
 
 

@@ -348,11 +348,14 @@ def test_fast_runs_coarse_to_fine(monkeypatch):
     assert png_size(p.preview.value)[0] == 64
 
 
-def test_gatys_run_is_calibrated_to_the_loaded_network(panel):
+def test_gatys_run_is_calibrated_to_the_loaded_network(panel, monkeypatch):
     # The α/β control reads on the paper's scale: the run's alpha/beta is it times K = r* / 1e-3
     # of the network (notebook 4's anchoring), computed once per network and layer set.
     from nstlib import data, losses
     from nstlib.widgets import common
+    # Computed here, not taken from the cache: the background warm-up of the session's first
+    # panel calibrates too, and may have done so while another test had moved the image folder.
+    monkeypatch.setattr(common, "_scales", {})
     panel.ratio.value = 1e-4
     assert panel.run() and panel.wait(WAIT)
     assert panel.error is None, panel.message

@@ -15,10 +15,7 @@ a `StyleResult`.
 from __future__ import annotations
 
 import math
-import os
 import warnings
-from io import BytesIO
-from pathlib import Path
 from typing import Any, Mapping, Sequence, Union
 
 import numpy as np
@@ -28,36 +25,15 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from PIL import Image
 
-from nstlib._io import atomic_write
+from nstlib.figure import new_figure, root_figure, save_figure  # noqa: F401 (viz.save_figure: the documented name)
 from nstlib.stylize import StyleResult
 
 ImageItem = Union[torch.Tensor, np.ndarray, Image.Image, StyleResult]
 
-_SAVE_FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
 _IMAGE_SHAPES = (
     "a tensor (3, H, W), (1, 3, H, W) or a batch (B, 3, H, W) (1 channel instead of 3 for "
     "grayscale), a PIL image, a NumPy array (H, W) or (H, W, 3), or a StyleResult"
 )
-
-
-class _Figure(Figure):
-    """A Figure that IPython can show without pyplot (see the module docstring)."""
-
-    def _repr_png_(self) -> bytes:
-        buf = BytesIO()
-        self.savefig(buf, format="png", bbox_inches="tight")
-        return buf.getvalue()
-
-
-def _new_figure(figsize: tuple[float, float]) -> Figure:
-    return _Figure(figsize=figsize, layout="constrained")
-
-
-def _root_figure(ax: Axes) -> Figure:
-    fig: Any = ax.figure
-    while not isinstance(fig, Figure):  # an Axes in a SubFigure
-        fig = fig.figure
-    return fig
 
 
 # -- image grids ------------------------------------------------------------------------------
@@ -107,7 +83,7 @@ def show_images(
     row_aspect = [float(np.clip(max(aspects[r * ncols:(r + 1) * ncols], default=1.0), 0.25, 4.0)) for r in range(nrows)]
     extra = 0.35 * (titles is not None and any(t for t in titles)) + 0.3 * bool(col_labels)
     heights = [size * a + extra for a in row_aspect]
-    fig = _new_figure((ncols * size + 0.4 * bool(row_labels), sum(heights) + 0.4 * bool(suptitle)))
+    fig = new_figure((ncols * size + 0.4 * bool(row_labels), sum(heights) + 0.4 * bool(suptitle)))
     axes = fig.subplots(nrows, ncols, squeeze=False, gridspec_kw={"height_ratios": heights})
     for i, ax in enumerate(axes.flat):
         ax.set_xticks([])
@@ -259,7 +235,7 @@ def feature_montage(
     ncols = min(ncols, n)
     nrows = math.ceil(n / ncols)
     aspect = float(np.clip(h / w, 0.25, 4.0))
-    fig = _new_figure((ncols * size + 0.8 * (normalize == "shared"), nrows * (size * aspect + 0.25) + 0.5))
+    fig = new_figure((ncols * size + 0.8 * (normalize == "shared"), nrows * (size * aspect + 0.25) + 0.5))
     axes = fig.subplots(nrows, ncols, squeeze=False)
     shown = f[channels]
     vmin, vmax = float(shown.min()), float(shown.max())
@@ -331,10 +307,10 @@ def gram_heatmap(
     else:
         norm = colors.Normalize(vmin=lo, vmax=hi if hi > lo else lo + 1.0)
     if ax is None:
-        fig = _new_figure((5.2, 4.4))
+        fig = new_figure((5.2, 4.4))
         ax = fig.add_subplot()
     else:
-        fig = _root_figure(ax)
+        fig = root_figure(ax)
     im = ax.imshow(g, cmap=cmap or ("RdBu_r" if signed else "viridis"), norm=norm, interpolation="nearest")
     ax.set_xlabel("channel j")
     ax.set_ylabel("channel i")
@@ -400,11 +376,11 @@ def plot_losses(
         raise ValueError(f"plot_losses: no curve named {', '.join(map(repr, missing)) or '(none asked)'}; the history has {', '.join(map(repr, hist)) or 'nothing'}.")
 
     if ax is None:
-        fig = _new_figure((7.0, 4.2))
+        fig = new_figure((7.0, 4.2))
         ax = fig.add_subplot()
         own = True
     else:
-        fig, own = _root_figure(ax), False
+        fig, own = root_figure(ax), False
     skipped = []
     for name in names:
         y = _curve(hist[name], name, index)
@@ -479,10 +455,10 @@ def layer_power_bar(
             series[s][str(layer)] = value
     layers = list(dict.fromkeys(layer for vals in series.values() for layer in vals))
     if ax is None:
-        fig = _new_figure((max(5.0, 0.7 * len(layers) * max(1, len(series) ** 0.5) + 1.5), 4.0))
+        fig = new_figure((max(5.0, 0.7 * len(layers) * max(1, len(series) ** 0.5) + 1.5), 4.0))
         ax = fig.add_subplot()
     else:
-        fig = _root_figure(ax)
+        fig = root_figure(ax)
     x = np.arange(len(layers))
     width = 0.8 / len(series)
     for k, (s, vals) in enumerate(series.items()):
@@ -500,28 +476,3 @@ def layer_power_bar(
     if grouped:
         ax.legend(fontsize="small")
     return fig
-
-
-# -- saving -------------------------------------------------------------------------------------
-
-def save_figure(fig: Figure, path: str | os.PathLike, dpi: float = 150) -> Path:
-    """Write `fig` to `path` (.png, or .pdf / .svg) atomically; returns the path.
-
-    The PNG is figure size (inches) x dpi pixels. Written to a temporary name beside the target
-    and renamed, so an interrupted save never leaves half a file where a good one was.
-    """
-    if not isinstance(fig, Figure):
-        raise TypeError(f"save_figure expects a matplotlib Figure (what the nstlib.viz functions return), got {type(fig).__name__}.")
-    path = Path(path)
-    fmt = _SAVE_FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise ValueError(f"cannot save {path}: unknown suffix {path.suffix!r}; use one of {', '.join(_SAVE_FORMATS)}.")
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"cannot save {path}: the folder {path.parent} does not exist.")
-    if path.is_dir():
-        raise ValueError(f"cannot save to {path}: it is a folder.")
-    if isinstance(dpi, bool) or not isinstance(dpi, (int, float)) or not dpi > 0:
-        raise ValueError(f"dpi must be a number > 0, got {dpi!r}.")
-    with atomic_write(path) as f:
-        fig.savefig(f, format=fmt, dpi=dpi)
-    return path

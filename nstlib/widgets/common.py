@@ -70,7 +70,8 @@ def _warm_up(weights: str, pooling: str, device: str) -> None:
     first preview: building a torch optimizer imports torch._dynamo (1-3 s on a laptop),
     matplotlib loads its fonts, the first forward and backward passes set up their kernels, and
     the α/β scale of the default layer set is calibrated (a 256 px pair: about 1 s on 2 cores).
-    A run started meanwhile does not wait: it loads its images and targets while the import runs."""
+    A run started meanwhile does not wait for the import: it loads its images and targets
+    meanwhile; one started during the calibration waits for its result (it needs the same)."""
     try:
         torch.optim.LBFGS([torch.zeros(1, requires_grad=True)])
         Figure(figsize=(1, 1)).savefig(BytesIO(), format="png")

@@ -16,7 +16,10 @@
 # and draft and fast at 1024 px; about an hour on 2 cores), make bench-step (the cost of one step), make browser (install headless
 # Chromium), make student (the student edition in build/student), make course-cells (the notebooks'
 # generated cells: badges, Colab set-up, self-checks, solutions), make slides (figures as 200 dpi
-# PNGs and widget screenshots in build/slides), make clean-venv.
+# PNGs and widget screenshots in build/slides), make clean-venv,
+# make test-machines (the cpu lecture run and the pretrained tests under five settings: default,
+# float32, bfloat16, 1 thread, AVX2 only; which claim held where in build/machines/table.md; each
+# row is a full lecture run, 10-25 min on 2 cores: about 1.5 hours for the five).
 
 PYTHON      ?= python3
 VENV        ?= .venv
@@ -51,7 +54,8 @@ LECTURES_RUN = env -u MPLBACKEND NSTLIB_MODE=cpu NSTLIB_WEIGHTS='$(TEST_WEIGHTS)
 	$(PY) -m pytest $(LECTURE_NOTEBOOKS) $(NBVAL) --nbval-cell-timeout=$(LECTURE_CELL_TIMEOUT) \
 	--timeout=$$(( $(LECTURE_CELL_TIMEOUT) + 120 )) --lectures-html '$(LECTURES_DIR)' --durations=15
 
-.PHONY: lab test test-all unit lectures bench bench-step browser clean-venv student course-cells slides
+.PHONY: lab test test-all unit lectures bench bench-step browser clean-venv student course-cells slides \
+	test-machines
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -134,3 +138,18 @@ course-cells: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# The lecture run and the pretrained tests once per row (tools/test_machines.py: the rows and their
+# settings), then a table of which claim held where: build/machines/table.md. The script runs
+# $(LECTURES_RUN) itself, with {notebooks} and {lectures} filled in per row, so the lecture run's
+# options stay in LECTURES_RUN. TEST_MACHINES_ROWS=float32,avx2 chooses rows, LECTURE_NOTEBOOKS
+# notebooks, TEST_MACHINES_TESTS where the pretrained tests are looked for (pytest -m pretrained).
+TEST_MACHINES_ROWS      ?= default,float32,bfloat16,threads1,avx2
+TEST_MACHINES_TESTS     ?= tests
+TEST_MACHINES_NOTEBOOKS := $(LECTURE_NOTEBOOKS)
+test-machines: override LECTURE_NOTEBOOKS = {notebooks}
+test-machines: override LECTURES_DIR = {lectures}
+test-machines: export TEST_MACHINES_LECTURES_RUN = $(LECTURES_RUN)
+test-machines: $(STAMP)
+	NSTLIB_WEIGHTS='$(TEST_WEIGHTS)' NSTLIB_IMAGE_DIR='$(SHARED_IMAGES)' $(PY) tools/test_machines.py \
+	--rows '$(TEST_MACHINES_ROWS)' --notebooks $(TEST_MACHINES_NOTEBOOKS) --tests $(TEST_MACHINES_TESTS)

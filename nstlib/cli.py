@@ -268,11 +268,9 @@ def _print_result(result, device, path: Path) -> None:
     from nstlib.stylize import StopReason
 
     if result.stop_reason is StopReason.CONVERGED:
-        print(f"         converged: the last scale's loss fell by less than {result.settings['tolerance']:g} per step")
-    if result.overshoots_undone:
-        n = result.overshoots_undone
-        print(f"         {n} L-BFGS overshoot{'s' if n > 1 else ''} undone (a step to 10x the lowest loss, "
-              "then back to the best image)")
+        tol = result.settings.get("tolerance")
+        print(f"         converged: the last scale's loss fell by less than {tol:g} per step" if tol else
+              "         converged: L-BFGS found no lower point (more steps would not lower the loss)")
     if result.stop_reason is StopReason.INTERRUPTED:
         print(f"{result.stopped}: saved the best image so far.")
     elif result.stopped:

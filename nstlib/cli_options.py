@@ -219,7 +219,7 @@ SETTING_OPTIONS: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
         "20 steps (its --steps are then the most it runs); 'none' runs every step (default: fast 1e-3, draft and "
         "paper none)")),
     ("optimization", "--optimizer", "optimizer", dict(choices=("lbfgs", "adam"), help="default lbfgs")),
-    ("optimization", "--lr", "lr", dict(type=float, help="learning rate (default: 1 for lbfgs, 0.02 for adam)")),
+    ("optimization", "--lr", "lr", dict(type=float, help="Adam's learning rate (default 0.02); L-BFGS finds its step length by a line search")),
     ("optimization", "--init", "init", dict(
         help="noise, content, style, or an image PATH (default: fast content, paper noise)")),
     ("optimization", "--noise-level", "noise_level", dict(

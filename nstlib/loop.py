@@ -1,9 +1,12 @@
 """The optimization loop: steps on the pixels of one scale, the history, the best image, why a run ended.
 
-What a "step" is: for Adam, one update. For L-BFGS, one iteration, which here is exactly one
-evaluation of the loss and its gradient (torch's LBFGS with ``max_iter=1`` and no line search,
-as in Gatys' and Johnson's implementations), so both optimizers' step counts measure the same
-work: one forward and one backward pass of the network.
+What a "step" is: one evaluation of the loss and its gradient (one forward and one backward
+pass of the network), for both optimizers, so that their budgets measure the same work. Adam
+makes one update per evaluation. L-BFGS is SciPy's L-BFGS-B (Byrd, Lu, Nocedal & Zhu 1995, the
+optimizer of Gatys' own code and of most implementations since): the pixels are bounded to
+[0, 1] natively, and a line search makes every iteration lower the loss, so that no step rule,
+overshoot guard or loss rescaling is needed and both precisions follow the same path. A
+line search sometimes evaluates the loss twice in one iteration; each evaluation is a step.
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ from enum import Enum
 from typing import Any, Callable
 
 import numpy as np
+import scipy.optimize
 import torch
 import torch.nn.functional as F
+from threadpoolctl import threadpool_limits
 
 from nstlib.images import load_image, resize
 from nstlib.losses import Objective
@@ -27,14 +32,16 @@ from nstlib.vgg import VGGFeatures
 
 #: Steps over which the loss's fall per step is measured against RunSettings.tolerance.
 CONVERGENCE_WINDOW = 20
-#: An L-BFGS step whose image has more than BLOWUP times the scale's lowest loss is undone (Loop._guard).
-BLOWUP = 10.0
-CALM_STEPS = 10  # a second overshoot within this many steps halves the step length (Loop._guard)
-LBFGS_LOSS_SCALE = 1e3  # L-BFGS sees the loss scaled to this value at the start of each scale (see Loop.run_scale)
+#: L-BFGS-B's memory: how many of the last (step, gradient change) pairs shape its curvature estimate.
+LBFGS_MEMORY = 10  # SciPy's default: notebook 2's loop with default options is the library's; 20 measured 0-1 % lower losses
 
 
 class StopOptimization(Exception):
     """Raise from a callback to end a run early; the best image so far is returned."""
+
+
+class _EndScale(Exception):
+    """Raised inside L-BFGS-B's loss function to leave SciPy's minimize: the scale is over."""
 
 
 class StopReason(str, Enum):
@@ -43,7 +50,7 @@ class StopReason(str, Enum):
     CONVERGED is a normal end (the settings' `tolerance`): `StyleResult.stopped` stays None.
     """
 
-    CONVERGED = "converged"  # the last scale's loss stopped falling (RunSettings.tolerance)
+    CONVERGED = "converged"  # the last scale's loss stopped falling (RunSettings.tolerance, or L-BFGS found no lower point)
     REQUEST = "request"  # the `stop` event was set (a panel's Stop button)
     CALLBACK = "callback"  # the callback returned True or raised StopOptimization
     INTERRUPTED = "interrupted"  # Ctrl-C
@@ -56,9 +63,9 @@ class StepInfo:
 
     step: int  # steps done so far, over all scales
     steps: int  # steps asked for, over all scales
-    loss: float  # total loss (sum over the batch) of the image *before* this step's update
+    loss: float  # total loss (sum over the batch) of `image`, the image this step evaluated
     parts: dict[str, float]  # current unweighted per-layer losses (mean over the batch)
-    image: torch.Tensor  # (B, 3, h, w) current image at this scale's size, detached, clamped to [0, 1]
+    image: torch.Tensor  # (B, 3, h, w) the image this step evaluated, at this scale's size, detached, in [0, 1]
     elapsed: float  # seconds since the run started
     scale: int = 0  # which scale runs (0 = the first, coarsest)
     scales: int = 1  # how many scales the run has
@@ -90,7 +97,7 @@ class Loop:
     net: VGGFeatures
     precision: Precision
     optimizer: str
-    lr: float
+    lr: float  # Adam's step; L-BFGS-B finds its own by a line search
     callback: Callable[[StepInfo], bool | None] | None
     callback_every: int
     stop: threading.Event | None
@@ -101,8 +108,6 @@ class Loop:
     done: int = 0
     stop_reason: StopReason | None = None
     stopped: str | None = None  # the reason as text, with its detail
-    undone: int = 0  # L-BFGS overshoots undone (Loop._guard)
-    _calm: int = 0  # steps since the last undone overshoot
     _totals: list[torch.Tensor] = field(default_factory=list)
     _rows: list[torch.Tensor] = field(default_factory=list)
     _scale_of_row: list[int] = field(default_factory=list)
@@ -124,51 +129,103 @@ class Loop:
 
     def run_scale(self, scale: int, x: torch.Tensor, objective: Objective, best: BestImage, steps: int,
                   tolerance: float | None = None) -> None:
-        """`steps` optimizer steps on x at one scale; sets stop_reason if the run must end.
+        """`steps` optimizer steps from x at one scale; best holds its lowest-loss image; sets stop_reason
+        if the run must end.
 
-        Both optimizers keep the pixels in [0, 1] (a projected step): every loss recorded, and
-        so the best image kept, is that of an image the user can get. With `tolerance`, the scale
-        ends sooner once its lowest loss falls by less than `tolerance` (relative) per step over
-        the last CONVERGENCE_WINDOW steps.
+        Every image evaluated stays in [0, 1] (L-BFGS-B's bounds; Adam's step is clamped): every
+        loss recorded, and so the best image kept, is that of an image the user can get. With
+        `tolerance`, the scale ends sooner once its lowest loss falls by less than `tolerance`
+        (relative) per step over the last CONVERGENCE_WINDOW steps.
         """
-        self._best_at, self._calm = {}, CALM_STEPS
-        opt = self._optimizer(x)
-        closure = self._closure(opt, scale, x, objective, best)
-        done_here = 0
+        self._best_at = {}
+        rows = len(self._totals)
         try:
-            while done_here < steps:
-                if self.stop is not None and self.stop.is_set():
-                    self.end(StopReason.REQUEST, "stopped by request")
-                    break
-                before = x.detach().clone() if self.optimizer == "lbfgs" else None
-                opt.step(closure)
-                self._project(opt, x, before)
-                if before is not None:
-                    self._guard(opt, x, before, best)
-                done_here += 1
-                self.done += 1
-                self.bar.update(1)
-                if self._after_step(scale, done_here, steps, x) or self._converged(done_here, tolerance):
-                    break
-        except KeyboardInterrupt:
-            self.end(StopReason.INTERRUPTED, f"interrupted (Ctrl-C) after {self.done} steps")
-        if self.stop_reason is not StopReason.NON_FINITE:
-            try:
+            if self.optimizer == "lbfgs":
+                self._run_lbfgs(scale, x, objective, best, steps, tolerance)
+            else:
+                self._run_adam(scale, x, objective, best, steps, tolerance)
+            if len(self._totals) == rows:  # no step ran (steps=0, or a stop before the first): the start's loss
                 with torch.no_grad():
                     self.record(scale, objective, x, best)
-            except KeyboardInterrupt:  # a second Ctrl-C: skip the last evaluation, keep the best image
-                self.end(StopReason.INTERRUPTED, f"interrupted (Ctrl-C) after {self.done} steps")
-        if self.optimizer == "adam" and x in opt.state:
-            st = opt.state[x]
-            self._adam_state = {k: st[k] for k in ("step", "exp_avg", "exp_avg_sq")}
+        except KeyboardInterrupt:
+            self.end(StopReason.INTERRUPTED, f"interrupted (Ctrl-C) after {self.done} steps")
 
-    def _optimizer(self, x: torch.Tensor) -> torch.optim.Optimizer:
-        if self.optimizer == "lbfgs":
-            # max_iter=1: one iteration = one loss evaluation per step() call, so the loop can
-            # report progress, call back and stop between iterations; tolerance_grad=0 so a
-            # tiny (but non-zero) gradient does not end the run silently.
-            return torch.optim.LBFGS([x], lr=self.lr, max_iter=1, history_size=100, tolerance_grad=0.0,
-                                     tolerance_change=0.0)
+    def _run_lbfgs(self, scale: int, x: torch.Tensor, objective: Objective, best: BestImage, steps: int,
+                   tolerance: float | None) -> None:
+        """SciPy's L-BFGS-B from x, bounds [0, 1]; each call of its loss function is one step.
+
+        SciPy works on a flat float64 copy on the host; the network sees float32 (B, 3, h, w) on
+        x's device. The loss function leaves minimize by raising _EndScale when the steps are
+        done or the run must end; when L-BFGS-B ends by itself (its line search finds no lower
+        point, or the gradient is zero) the scale is over: more steps would not lower the loss.
+        """
+        shape, device = x.shape, x.device
+        done_here = 0
+
+        def loss_and_grad(flat: np.ndarray) -> tuple[float, np.ndarray]:
+            nonlocal done_here
+            if done_here >= steps:
+                raise _EndScale
+            if self.stop is not None and self.stop.is_set():
+                self.end(StopReason.REQUEST, "stopped by request")
+                raise _EndScale
+            xt = torch.from_numpy(flat.reshape(shape)).to(device=device, dtype=torch.float32).requires_grad_(True)
+            total = self.record(scale, objective, xt, best)
+            total.sum().backward()
+            done_here += 1
+            self.done += 1
+            self.bar.update(1)
+            if self._after_step(scale, done_here, steps, xt) or self._converged(done_here, tolerance):
+                raise _EndScale
+            return float(total.detach().sum()), xt.grad.to("cpu", torch.float64).numpy().ravel()
+
+        start = x.detach().to("cpu", torch.float64).numpy().ravel()
+        try:
+            # ftol = gtol = 0: only our step budget and tolerance end a scale, not SciPy's own tests.
+            # One BLAS thread for L-BFGS-B's vector algebra: SciPy's OpenBLAS threads otherwise spin
+            # on the cores torch's convolutions need (measured: a 256 px step 30-40 % slower).
+            with threadpool_limits(limits=1, user_api="blas"):
+                scipy.optimize.minimize(loss_and_grad, start, jac=True, method="L-BFGS-B",
+                                        bounds=scipy.optimize.Bounds(0.0, 1.0),
+                                        options=dict(maxcor=LBFGS_MEMORY, ftol=0.0, gtol=0.0, maxiter=10 * steps + 10,
+                                                     maxfun=10 * steps + 10))
+        except _EndScale:
+            return
+        if scale == self.n_scales - 1 and self.stop_reason is None:
+            self.stop_reason = StopReason.CONVERGED
+
+    def _run_adam(self, scale: int, x: torch.Tensor, objective: Objective, best: BestImage, steps: int,
+                  tolerance: float | None) -> None:
+        """Adam on x in place, each step clamped to [0, 1]; its moments carry over to the next scale."""
+        opt = self._adam(x)
+
+        def closure() -> torch.Tensor:
+            opt.zero_grad(set_to_none=True)
+            loss = self.record(scale, objective, x, best).sum()
+            loss.backward()
+            return loss
+
+        done_here = 0
+        while done_here < steps:
+            if self.stop is not None and self.stop.is_set():
+                self.end(StopReason.REQUEST, "stopped by request")
+                break
+            opt.step(closure)
+            with torch.no_grad():
+                x.clamp_(0.0, 1.0)
+            done_here += 1
+            self.done += 1
+            self.bar.update(1)
+            if self._after_step(scale, done_here, steps, x) or self._converged(done_here, tolerance):
+                break
+        st = opt.state.get(x)
+        if st:
+            self._adam_state = {k: st[k] for k in ("step", "exp_avg", "exp_avg_sq")}
+        if self.stop_reason is not StopReason.NON_FINITE:  # the last update's image has not been evaluated yet
+            with torch.no_grad():
+                self.record(scale, objective, x, best)
+
+    def _adam(self, x: torch.Tensor) -> torch.optim.Adam:
         opt = torch.optim.Adam([x], lr=self.lr)
         if self._adam_state is not None:  # carried over from the coarser scale, resized
             s = self._adam_state
@@ -178,72 +235,6 @@ class Loop:
                 "exp_avg_sq": F.interpolate(s["exp_avg_sq"], size=x.shape[-2:], mode="bilinear", align_corners=False).clamp_min(0),
             }
         return opt
-
-    def _closure(self, opt: torch.optim.Optimizer, scale: int, x: torch.Tensor, objective: Objective,
-                 best: BestImage) -> Callable[[], torch.Tensor]:
-        """The loss and its gradient at x, recorded in the history.
-
-        L-BFGS runs on 1000 * L / L(x0) per image: the same minimum, with moderate numbers. Raw
-        Gatys losses reach 1e11 with Caffe weights; scaled to 1 instead, near convergence the
-        curvature products underflow into denormal floats, which made CPU steps 3-4x slower;
-        1e6 stalls the first steps. Adam is scale-invariant.
-        """
-        loss_scale: torch.Tensor | None = None
-
-        def closure() -> torch.Tensor:
-            nonlocal loss_scale
-            opt.zero_grad(set_to_none=True)
-            total = self.record(scale, objective, x, best)
-            if self.optimizer == "lbfgs":
-                if loss_scale is None:
-                    loss_scale = LBFGS_LOSS_SCALE / total.detach().clamp_min(1e-30)
-                loss = (total * loss_scale).sum()
-            else:
-                loss = total.sum()
-            loss.backward()
-            return loss
-
-        return closure
-
-    def _project(self, opt: torch.optim.Optimizer, x: torch.Tensor, before: torch.Tensor | None) -> None:
-        """Pixels back into [0, 1] after a step: a projected step, as L-BFGS-B's bounds.
-
-        Unprojected, L-BFGS drifts out of [0, 1]: the loss of its iterate keeps falling while the
-        clamped picture gets worse (128 px, Tübingen x Starry Night, 300 steps from the photo:
-        reported 5.71e8, returned 6.87e8). For L-BFGS the last direction is then replaced by the
-        step actually taken (d = (x_new - x_old) / t), so that its next curvature pair describes
-        the real move: returned 5.57e8, against 5.66e8 with the clamp alone.
-        """
-        with torch.no_grad():
-            x.clamp_(0.0, 1.0)
-        if before is not None:
-            _tell_lbfgs_the_move(opt, x, before)
-
-    def _guard(self, opt: torch.optim.Optimizer, x: torch.Tensor, before: torch.Tensor, best: BestImage) -> None:
-        """Undo an L-BFGS overshoot: back to the best image, keeping what the overshoot taught.
-
-        Without a line search, L-BFGS takes whatever step its curvature pairs suggest. Early in a
-        scale they are few and can be far off: at 1024 px the loss jumped 37x and then 80x within
-        five steps, and 30 steps did not recover from it. When the image just evaluated (`before`)
-        has more than BLOWUP times the scale's lowest loss, the next step starts from the best
-        image instead, and L-BFGS is told that move (d = (best - before) / t), so that its next
-        curvature pair describes the overshoot's direction from both ends. A second overshoot
-        within CALM_STEPS steps halves the step length until CALM_STEPS steps pass without one.
-        """
-        group = opt.param_groups[0]
-        self._calm += 1
-        if not bool(self._totals[-1].sum() > BLOWUP * best.loss.sum()):
-            if self._calm >= CALM_STEPS and group["lr"] < self.lr:
-                group["lr"] = min(self.lr, 2 * group["lr"])
-                self._calm = 0
-            return
-        with torch.no_grad():
-            x.copy_(best.image)
-        _tell_lbfgs_the_move(opt, x, before)
-        if self.undone and self._calm < CALM_STEPS:
-            group["lr"] *= 0.5
-        self._calm = 0
-        self.undone += 1
 
     def _converged(self, done_here: int, tolerance: float | None) -> bool:
         """Has the lowest loss of this scale fallen by less than `tolerance` per step over the window?"""
@@ -265,7 +256,7 @@ class Loop:
 
     def _after_step(self, scale: int, done_here: int, steps: int, x: torch.Tensor) -> bool:
         """Checks, the progress bar and the callback after a step; True if the run must end."""
-        # L-BFGS syncs on the loss every step anyway; Adam need not, so it checks every 10 steps.
+        # L-BFGS-B reads the loss every step anyway; Adam need not, so it checks every 10 steps.
         check_every = 1 if self.optimizer == "lbfgs" else 10
         if scale == 0 and done_here == 1:
             start = float(self._totals[0].sum())
@@ -310,16 +301,6 @@ class Loop:
             hist["scale"] = np.repeat(np.asarray(self._scale_of_row)[:, None], hist["total"].shape[1], axis=1)
         return hist
 
-
-
-def _tell_lbfgs_the_move(opt: torch.optim.Optimizer, x: torch.Tensor, before: torch.Tensor) -> None:
-    """After x was moved by hand from `before`: L-BFGS's last direction becomes that move,
-    d = (x - before) / t, so its next curvature pair describes where x really went."""
-    st = opt.state[x]
-    t = st.get("t")
-    if "d" in st and t:
-        with torch.no_grad():
-            st["d"] = (x - before).flatten() / t
 
 
 # -- the image at the start of a scale ---------------------------------------------------------

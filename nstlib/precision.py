@@ -5,27 +5,34 @@ On hardware with native bfloat16 (CPUs with AVX-512 BF16 or AMX, NVIDIA GPUs fro
 autocast runs them about twice as fast. Only the network runs in bfloat16: the features come
 out as float32, so Gram matrices, losses, the image and the optimizer state stay float32.
 
-"auto" picks bfloat16 only where it is supported *and* measured faster on this machine: a CPU
-without native bfloat16 emulates it and can be several times slower, so on a CPU auto times a
-small convolution stack in both formats once per process (about half a second) instead of
-guessing from the CPU's name.
+"auto" decides from what the hardware is, never from a timing: the same command on the same
+machine gives the same picture whatever else the machine is doing. In order:
+
+1. ``NSTLIB_PRECISION=float32|bfloat16`` in the environment: that one (a whole notebook run
+   in one precision, e.g. to check a lecture's claims in both);
+2. a GPU: bfloat16 where it computes bfloat16 natively (NVIDIA Ampere and later), else float32;
+3. a CPU: bfloat16 where oneDNN may use native bfloat16 instructions (AVX-512 BF16 or AMX, and
+   ``ONEDNN_MAX_CPU_ISA`` does not forbid them), else float32: a CPU without them emulates
+   bfloat16, several times slower;
+4. anything else (Apple MPS, ...): float32.
 """
 
 from __future__ import annotations
 
 import contextlib
-import time
+import os
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import torch
-from torch import nn
 
 PRECISIONS = ("auto", "float32", "bfloat16")
-#: bfloat16 must be at least this much faster than float32 on the CPU for auto to choose it.
-MIN_SPEEDUP = 1.2
-
-_measured: dict[tuple[str, int], float] = {}  # (device type, threads) -> float32 time / bfloat16 time
+#: Forces the precision that "auto" resolves to, for a whole process (a notebook's kernel, a test run).
+ENV_VAR = "NSTLIB_PRECISION"
+#: oneDNN's CPU instruction sets from which it computes bfloat16 natively (ONEDNN_MAX_CPU_ISA's names).
+_ONEDNN_BF16_ISAS = ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16",
+                     "AVX10_1_512", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2",
+                     "ALL", "DEFAULT")
 
 
 @dataclass(frozen=True)
@@ -56,56 +63,36 @@ def resolve_precision(precision: str | Precision, device: torch.device) -> Preci
             raise ValueError("precision='bfloat16' is not supported on Apple MPS here; use 'float32' or 'auto'.")
         note = "as asked" if native_bfloat16(device) else "as asked; no native bfloat16 here, so it may be slower"
         return Precision("bfloat16", note)
+    forced = os.environ.get(ENV_VAR, "").strip().lower()
+    if forced:
+        if forced not in ("float32", "bfloat16"):
+            raise ValueError(f"{ENV_VAR} must be 'float32' or 'bfloat16' (or unset for the hardware's choice), "
+                             f"got {forced!r}.")
+        asked = resolve_precision(forced, device)
+        return Precision(forced, f"auto: set by {ENV_VAR}" + asked.reason.removeprefix("as asked"))
     if device.type == "cuda":
         if native_bfloat16(device):
-            return Precision("bfloat16", "auto: the GPU supports bfloat16")
-        return Precision("float32", "auto: this GPU has no bfloat16 support")
+            return Precision("bfloat16", "auto: the GPU computes bfloat16 natively")
+        return Precision("float32", "auto: this GPU has no native bfloat16")
     if device.type != "cpu":
         return Precision("float32", f"auto: float32 on {device.type}")
     if not native_bfloat16(device):
         return Precision("float32", "auto: this CPU has no native bfloat16 (AVX-512 BF16 or AMX)")
-    speedup = cpu_bfloat16_speedup()
-    if speedup >= MIN_SPEEDUP:
-        return Precision("bfloat16", f"auto: measured {speedup:.1f}x faster than float32 on this CPU")
-    return Precision("float32", f"auto: bfloat16 measured only {speedup:.2f}x as fast on this CPU")
+    return Precision("bfloat16", "auto: this CPU computes bfloat16 natively (AVX-512 BF16 or AMX)")
 
 
 def native_bfloat16(device: torch.device) -> bool:
-    """Does the hardware compute in bfloat16 natively (not by emulation)?"""
+    """Does the hardware compute in bfloat16 natively (not by emulation)? Decided by what it is, not a timing."""
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type == "cpu":
         cpu = getattr(torch, "cpu", None)
         checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-        return any(bool(getattr(cpu, c, lambda: False)()) for c in checks)
+        has = any(bool(getattr(cpu, c, lambda: False)()) for c in checks)
+        # torch reports the processor; oneDNN, which runs the convolutions, obeys this cap too.
+        cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+        return has and (not cap or cap in _ONEDNN_BF16_ISAS)
     return False
-
-
-def cpu_bfloat16_speedup(size: int = 64, repeats: int = 3) -> float:
-    """float32 time / bfloat16 time of a VGG-like conv stack, forward + backward; cached per thread count."""
-    key = ("cpu", torch.get_num_threads())
-    if key not in _measured:
-        g = torch.Generator().manual_seed(0)
-        net = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
-                            nn.AvgPool2d(2), nn.Conv2d(64, 128, 3, padding=1), nn.ReLU())
-        net.requires_grad_(False)
-        x = torch.rand(1, 3, size, size, generator=g, requires_grad=True)
-
-        def once(dtype: torch.dtype | None) -> float:
-            start = time.perf_counter()
-            with autocast(torch.device("cpu"), dtype):  # each format in its layout, as `extract` runs it
-                y = net(x if dtype is None else x.contiguous(memory_format=torch.channels_last))
-            y.float().sum().backward()
-            return time.perf_counter() - start
-
-        once(None), once(torch.bfloat16)  # warm-up: first calls pick and load kernels
-        # Interleaved, best of each: other load on the machine hits both alike.
-        best32 = best16 = float("inf")
-        for _ in range(repeats):
-            best32 = min(best32, once(None))
-            best16 = min(best16, once(torch.bfloat16))
-        _measured[key] = best32 / best16
-    return _measured[key]
 
 
 @contextlib.contextmanager

@@ -29,8 +29,6 @@ class StyleResult:
         which scale each row belongs to (losses of different sizes are not comparable).
     stopped: None if all steps ran, else why it ended early (text); stop_reason: the same as a
         `StopReason`.
-    overshoots_undone: L-BFGS steps whose image had 10x its scale's lowest loss, followed by a
-        step back to the best image (`Loop._guard`); many mean the step length (lr) is too large.
     """
 
     image: torch.Tensor
@@ -43,7 +41,6 @@ class StyleResult:
     device: str = "cpu"
     stop_reason: StopReason | None = None
     peak_memory_mib: float | None = None  # peak GPU memory allocated by torch (CUDA only)
-    overshoots_undone: int = 0
 
     @property
     def loss(self) -> np.ndarray:
@@ -75,7 +72,6 @@ class StyleResult:
             "steps_done": self.steps_done,
             "stopped": self.stopped,
             "stop_reason": self.stop_reason.value if self.stop_reason else None,
-            "overshoots_undone": self.overshoots_undone,
             "final_loss": _finite_or_none(float(self.loss[index])),  # JSON has no NaN
             "batch_index": index,
         })

@@ -18,7 +18,7 @@ What each check compares with, in the notation of the notebook that teaches it:
 check                          notebook  the function the student writes
 =============================  ========  =====================================================
 `check_content_loss`           02        (B, N, H, W), (B, N, H, W) -> (B,): 1/2 sum (F - P)^2
-`check_closure`                02        the L-BFGS closure of a content reconstruction
+`check_loss_and_grad`          02        the loss and its gradient for L-BFGS-B (content)
 `check_gram_matrix`            03        (B, C, H, W) -> (B, C, C): G = F F^T, no loops
 `check_style_loss`             03        (1, N, H, W), (1, N, H, W) -> scalar E_l (Gatys)
 `check_normalized_style_loss`  05        (1, N, H, W), target Gram (1, N, N) -> scalar (Choi & Kim)
@@ -336,38 +336,30 @@ def _closure_problem() -> tuple[Any, torch.Tensor, torch.Tensor]:
     return net, photo, target
 
 
-def _lbfgs(x: torch.Tensor) -> torch.optim.LBFGS:
-    """The optimizer of notebook 2's loop (one evaluation per step, no line search)."""
-    return torch.optim.LBFGS([x], lr=1.0, max_iter=1, history_size=100, tolerance_grad=0.0, tolerance_change=0.0)
-
-
 def _noise() -> torch.Tensor:
     """The start of the reconstruction: the white noise stylize(init="noise", seed=0) starts from."""
     return torch.rand(1, 3, CLOSURE_SIZE, CLOSURE_SIZE, generator=torch.Generator().manual_seed(0))
 
 
-def check_closure(fn: Callable[..., Any]) -> bool:
-    """fn(net, layer, x, target, optimizer): one evaluation for L-BFGS -> the content loss (a 0-d tensor).
+def check_loss_and_grad(fn: Callable[..., Any]) -> bool:
+    """fn(net, layer, x, target): one evaluation for L-BFGS-B -> the content loss (a 0-d tensor).
 
-    It zeroes the gradients, computes 1/2 sum (F - P)^2 of x's features at `layer` against
-    `target`, back-propagates it into x.grad and returns it. Checked on a tiny random VGG-16: the
-    loss and gradient at the start, then notebook 2's projected L-BFGS loop with fn as its closure
-    against `stylize` (the library's loop) for 5 steps.
+    It computes 1/2 sum (F - P)^2 of x's features at `layer` against `target`, back-propagates
+    it into x.grad and returns it. Checked on a tiny random VGG-16: the loss and gradient at the
+    start, then notebook 2's loop (SciPy's L-BFGS-B) around fn against `stylize` (the library's
+    loop) for CLOSURE_STEPS evaluations.
     """
-    name = "closure"
+    name = "loss_and_grad"
     net, _, target = _closure_problem()
     x = _noise().requires_grad_(True)
-    optimizer = _lbfgs(x)
     try:
-        loss = fn(net, CLOSURE_LAYER, x, target, optimizer)
-        first_grad = None if x.grad is None else x.grad.detach().clone()
-        loss_again = fn(net, CLOSURE_LAYER, x, target, optimizer)
+        loss = fn(net, CLOSURE_LAYER, x, target)
     except NotImplementedError:
         return _say(False, name, NOT_WRITTEN)
     except Exception as error:  # noqa: BLE001 - the student's mistake becomes a hint
         return _say(False, name, f"raised {type(error).__name__}: {error}")
     if loss is None:
-        return _say(False, name, "returns None: return the loss, L-BFGS needs its value")
+        return _say(False, name, "returns None: return the loss, L-BFGS-B needs its value")
     if not isinstance(loss, torch.Tensor):
         return _say(False, name, f"returned {type(loss).__name__}, expected the loss as a torch.Tensor (not .item())")
     if loss.numel() != 1:
@@ -381,52 +373,43 @@ def check_closure(fn: Callable[..., Any]) -> bool:
         hint = next((h for v, h in hints.items() if math.isclose(r, v, rel_tol=1e-3)), None)
         return _say(False, name, f"the loss is {loss.item():.6g}, expected {ref.item():.6g} (1/2 sum (F - P)^2), "
                                  f"a factor {r:.4g}" + (f": {hint}" if hint else ""))
-    if first_grad is None or not first_grad.abs().sum() > 0:
+    if x.grad is None or not x.grad.abs().sum() > 0:
         return _say(False, name, "no gradient reached the pixels: call loss.backward(), and compute the features "
                                  "from x itself (not x.detach(), not under torch.no_grad())")
-    if _close(x.grad, 2 * ref_x.grad):
-        return _say(False, name, "the gradients add up over calls: call optimizer.zero_grad() first")
-    if not _close(first_grad, ref_x.grad):
+    if not _close(x.grad, ref_x.grad):
         return _say(False, name, "x.grad is not the gradient of the loss you return: back-propagate that loss")
-    del loss_again
-    mine = _projected_lbfgs(lambda x, opt: fn(net, CLOSURE_LAYER, x, target, opt))
+    mine = _scipy_loop(lambda x: fn(net, CLOSURE_LAYER, x, target))
     library = _library_curve()
     if mine is None or not _close(torch.tensor(mine), library):
         k = next((i for i, (a, b) in enumerate(zip(mine or [], library.tolist())) if not math.isclose(a, b, rel_tol=1e-3)), 0)
-        return _say(False, name, f"the loss curve leaves stylize's at step {k + 1}: does your closure use only "
-                                 f"its arguments (x, target, optimizer), not notebook variables?")
-    return _say(True, name, f"gives the same {CLOSURE_STEPS}-step L-BFGS loss curve as nstlib.stylize.stylize "
+        return _say(False, name, f"the loss curve leaves stylize's at step {k + 1}: does your function use only "
+                                 f"its arguments (net, layer, x, target), not notebook variables?")
+    return _say(True, name, f"gives the same {CLOSURE_STEPS}-step L-BFGS-B loss curve as nstlib.stylize.stylize "
                             f"(tiny random VGG-16, {CLOSURE_LAYER}, {CLOSURE_SIZE} px)")
 
 
-def _projected_lbfgs(closure_of: Callable[[torch.Tensor, torch.optim.Optimizer], torch.Tensor]) -> list[float] | None:
-    """Notebook 2's loop around a closure: loss scaled to 1000, pixels clamped to [0, 1] after each step.
+def _scipy_loop(loss_of: Callable[[torch.Tensor], torch.Tensor]) -> list[float] | None:
+    """Notebook 2's loop around loss_of(x): SciPy's L-BFGS-B on the pixels, bounds [0, 1].
 
-    Returns the losses of the CLOSURE_STEPS evaluations, or None if the closure failed.
+    Returns the losses of the first CLOSURE_STEPS evaluations, or None if loss_of failed.
     """
-    x = _noise().requires_grad_(True)
-    optimizer = _lbfgs(x)
-    seen: list[float] = []
-    scale: list[float] = []
+    import scipy.optimize
 
-    def closure() -> torch.Tensor:
-        loss = closure_of(x, optimizer)
+    shape = (1, 3, CLOSURE_SIZE, CLOSURE_SIZE)
+    seen: list[float] = []
+
+    def loss_and_grad(pixels):
+        x = torch.from_numpy(pixels).float().view(shape).requires_grad_(True)
+        loss = loss_of(x)
         seen.append(loss.item())
-        if not scale:
-            scale.append(1000 / loss.item())   # moderate float32 numbers, as the library does
-        x.grad.mul_(scale[0])
-        return loss.detach() * scale[0]
+        return loss.item(), x.grad.double().flatten().numpy()
 
     try:
-        for _ in range(CLOSURE_STEPS):
-            before = x.detach().clone()
-            optimizer.step(closure)
-            with torch.no_grad():
-                x.clamp_(0, 1)
-                optimizer.state[x]["d"] = (x - before).flatten() / optimizer.state[x]["t"]
+        scipy.optimize.minimize(loss_and_grad, _noise().double().flatten().numpy(), jac=True, method="L-BFGS-B",
+                                bounds=scipy.optimize.Bounds(0, 1), options={"maxfun": CLOSURE_STEPS})
     except Exception:  # noqa: BLE001 - reported by the caller as a different curve
         return None
-    return seen
+    return seen[:CLOSURE_STEPS] if len(seen) >= CLOSURE_STEPS else None
 
 
 @lru_cache(maxsize=1)

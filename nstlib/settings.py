@@ -34,7 +34,7 @@ from nstlib.style_losses import STYLE_LOSSES
 from nstlib.vgg import GATYS_CONTENT_LAYERS, GATYS_STYLE_LAYERS, preset_name
 
 OPTIMIZERS = ("lbfgs", "adam")
-DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.02}
+DEFAULT_LR = {"adam": 0.02}  # L-BFGS-B has no step length to set: its line search finds one
 INITS = ("noise", "content", "style")
 POOLINGS = ("avg", "max")
 PRESETS = ("fast", "draft", "paper")
@@ -85,8 +85,10 @@ class RunSettings:
         0.5 +- noise_level / 2 (1: uniform in [0, 1]). The optimizer removes only what the loss
         sees, so the part of the noise a layer is blind to stays in the result: 0.02 gives a
         nearly flat start and cleaner content reconstructions (notebook 2).
-    optimizer: "lbfgs" or "adam"; lr: None for the optimizer's default (`DEFAULT_LR`).
-    steps: steps per scale, or one number per scale.
+    optimizer: "lbfgs" (SciPy's L-BFGS-B, bounds [0, 1], a line search) or "adam"; lr: Adam's
+        learning rate (None: `DEFAULT_LR`); L-BFGS takes none.
+    steps: steps per scale, or one number per scale; a step is one evaluation of the loss and
+        its gradient, for both optimizers.
     tolerance: None (every step runs), or when the picture is done: the last scale ends once its
         lowest loss falls by less than this fraction per step over the last 20 steps (1e-3: 0.1 %
         per step); its `steps` are then the most it runs.
@@ -94,8 +96,8 @@ class RunSettings:
         e.g. (128, 256) or `scale_sizes(128, 512)`; the output size is added as the last scale.
         The image is upsampled from one scale to the next; L-BFGS starts afresh at each scale,
         Adam carries its moments over.
-    precision: "auto" (bfloat16 for the network where it is native and measured faster, see
-        `nstlib.precision`), "float32" or "bfloat16"; device: None or "auto", "cpu", "cuda", ...
+    precision: "auto" (bfloat16 for the network where the hardware computes it natively, or
+        what NSTLIB_PRECISION says; see `nstlib.precision`), "float32" or "bfloat16"; device: None or "auto", "cpu", "cuda", ...
     weights, pooling: which network `stylize` loads when it is not given one (None: $NSTLIB_WEIGHTS
         or torchvision's VGG-19; average pooling). A pooling set here must match a network given.
     """
@@ -156,6 +158,9 @@ class RunSettings:
         fix("scales", check_scales(self.scales))
         fix("tolerance", check_tolerance(self.tolerance))
         fix("lr", check_lr(self.lr))
+        if self.lr is not None and self.optimizer == "lbfgs":
+            raise ValueError(f"lr={self.lr:g} sets Adam's step length; L-BFGS finds its own by a line search. "
+                             f"Drop lr, or use optimizer='adam' with it.")
         if not isinstance(self.precision, Precision):
             check_choice(self.precision, PRECISIONS, "precision")
         if self.weights is not None and not isinstance(self.weights, str):
@@ -165,9 +170,9 @@ class RunSettings:
 
     # -- derived values ------------------------------------------------------------------------
     @property
-    def learning_rate(self) -> float:
-        """lr, or the optimizer's default."""
-        return DEFAULT_LR[self.optimizer] if self.lr is None else self.lr
+    def learning_rate(self) -> float | None:
+        """Adam's lr, or its default; None for L-BFGS (its line search finds the step length)."""
+        return DEFAULT_LR.get(self.optimizer) if self.lr is None else self.lr
 
     # -- presets ---------------------------------------------------------------------------------
     @classmethod
@@ -235,6 +240,8 @@ class RunSettings:
                      for k in unknown]
             raise ValueError(f"unknown run settings {', '.join(hints)}; the settings are {', '.join(names)}.")
         values = {k: v for k, v in d.items() if k in names and v is not None}
+        if values.get("optimizer", "lbfgs") == "lbfgs":  # records from before L-BFGS-B gave L-BFGS an lr
+            values.pop("lr", None)
         init = values.get("init")
         if isinstance(init, str) and init.startswith("<"):
             raise ValueError(f"this run started from an image given in memory ({values['init']}), which a settings "

@@ -148,8 +148,8 @@ def _result(plan: Plan, net: VGGFeatures, loop: Loop, best: BestImage, dev: torc
     if loop.stop_reason is StopReason.NON_FINITE:
         lbfgs = plan.settings.optimizer == "lbfgs"
         warnings.warn(
-            f"stylize: {loop.stopped}. Returned the best finite image so far. Lower lr"
-            f"{' (L-BFGS: try lr=0.5)' if lbfgs else ' or use L-BFGS'}, or the weights.",
+            f"stylize: {loop.stopped}. Returned the best finite image so far. "
+            f"{'Lower the weights (alpha, beta, tv_weight)' if lbfgs else 'Lower lr or the weights, or use L-BFGS'}.",
             RuntimeWarning, stacklevel=3,
         )
     synchronize(dev)
@@ -162,8 +162,7 @@ def _result(plan: Plan, net: VGGFeatures, loop: Loop, best: BestImage, dev: torc
     return StyleResult(
         image=image, history=loop.history(multi_scale=len(plan.scales) > 1), settings=plan.record,
         wall_time=time.perf_counter() - t_start, steps_done=loop.done, stopped=loop.stopped,
-        weights=net.describe(), device=str(dev), stop_reason=loop.stop_reason, peak_memory_mib=peak,
-        overshoots_undone=loop.undone,
+        weights=net.describe(), device=str(dev), stop_reason=loop.stop_reason, peak_memory_mib=peak
     )
 
 
@@ -174,6 +173,7 @@ def _resize_or_none(image: torch.Tensor | None, hw: tuple[int, int]) -> torch.Te
 def _warn_if_slow(out_hw: tuple[int, int], dev: torch.device) -> None:
     if dev.type == "cpu" and out_hw[0] * out_hw[1] > 400 * 400:
         warnings.warn(
-            f"{out_hw[0]}x{out_hw[1]} px on the CPU will be slow (seconds per step); try size=256 or less.",
+            f"{out_hw[0]}x{out_hw[1]} px on the CPU: each step runs the network forward and backward at this "
+            f"size, so a run takes long; size=256 or less is interactive.",
             RuntimeWarning, stacklevel=3,
         )

@@ -1,8 +1,8 @@
 """The pixels stay in [0, 1] while optimizing, and the loss reported is the returned image's.
 
-L-BFGS is unconstrained: without a projection its iterates drift out of [0, 1], the loss it
-reports (of the unclamped iterate) keeps falling while the clamped picture the user gets gets
-worse, and a longer run returned a worse picture than a shorter one (issue 23).
+Unbounded, L-BFGS drifts out of [0, 1]: the loss it reports (of the unclamped iterate) keeps
+falling while the clamped picture the user gets gets worse, and a longer run returned a worse
+picture than a shorter one (issue 23). L-BFGS-B's bounds keep every evaluated image inside.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def test_every_evaluated_image_is_inside_0_1(random_vgg16, optimizer):
         stylize(photo, painting, extractor=random_vgg16, steps=25, beta=1e5, optimizer=optimizer, **SMALL)
     finally:
         loop.Loop.record = real
-    assert len(seen) == 26
+    assert len(seen) == (25 if optimizer == "lbfgs" else 26)  # Adam evaluates its last update's image too
     assert min(lo for lo, _ in seen) >= 0.0 and max(hi for _, hi in seen) <= 1.0
 
 
@@ -59,18 +59,20 @@ def test_result_loss_is_the_returned_images_loss(random_vgg16):
 
 
 @pytest.mark.pretrained
-def test_a_longer_run_never_returns_a_worse_picture(pretrained_net, paper_images):
-    """Measured on the shared VGG-16 at 96 px before the projection: the clamped picture's loss was
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_a_longer_run_never_returns_a_worse_picture(pretrained_net, paper_images, precision):
+    """Measured on the shared VGG-16 at 96 px before the bounds: the clamped picture's loss was
     lowest near step 150 and rose after it, while the reported loss kept falling."""
     net = pretrained_net
     photo = images.load_image(paper_images / "tubingen.jpg", 96)
     painting = images.load_image(paper_images / "starry_night.jpg", 96)
-    kw = dict(content_layers=["relu4_2"], style_layers=list(vgg.GATYS_STYLE_LAYERS), precision="float32", progress=False)
+    kw = dict(content_layers=["relu4_2"], style_layers=list(vgg.GATYS_STYLE_LAYERS), precision=precision, progress=False)
     losses_at = {}
     for steps in (100, 200):
         r = stylize(photo, painting, extractor=net, init="content", steps=steps, **kw)
         returned = _loss_of(net, r, photo, painting, **kw)
-        assert float(r.loss[0]) == pytest.approx(returned, rel=1e-3), (steps, float(r.loss[0]), returned)
+        # the run measures its loss in its own precision; the reference is float32
+        assert float(r.loss[0]) == pytest.approx(returned, rel=1e-3 if precision == "float32" else 1e-2), (steps, float(r.loss[0]), returned)
         losses_at[steps] = returned
     assert losses_at[200] <= losses_at[100], losses_at
 
@@ -101,44 +103,25 @@ def test_tolerance_is_checked():
             RunSettings(tolerance=bad)
 
 
-def test_an_lbfgs_overshoot_is_undone_and_a_second_one_shortens_the_step():
-    # At 1024 px L-BFGS's early curvature pairs sent the loss up 37x, then 80x; 30 steps did not
-    # recover. Loop._guard returns to the best image and tells L-BFGS the move it made.
-    from nstlib.loop import BLOWUP, CALM_STEPS, BestImage, Loop
-
-    x = torch.full((1, 3, 4, 4), 0.9, requires_grad=True)
-    best = BestImage(torch.full((1, 3, 4, 4), 0.3))
-    best.loss = torch.tensor([2.0])
-    loop = Loop(net=None, precision=None, optimizer="lbfgs", lr=1.0, callback=None, callback_every=1, stop=None,
-                t_start=0.0, n_scales=1, total_steps=100, _calm=CALM_STEPS)
-    opt = loop._optimizer(x)
-    opt.state[x].update({"d": torch.ones(x.numel()), "t": 0.5})
-    before = torch.full((1, 3, 4, 4), 0.8)
-    loop._totals.append(torch.tensor([2.0 * BLOWUP * 0.99]))  # a rise, but not an overshoot: kept
-    loop._guard(opt, x, before, best)
-    assert loop.undone == 0 and float(x.detach().max()) == pytest.approx(0.9)
-    loop._totals.append(torch.tensor([2.0 * BLOWUP * 1.01]))
-    loop._guard(opt, x, before, best)
-    assert loop.undone == 1 and torch.equal(x.detach(), best.image)
-    assert torch.allclose(opt.state[x]["d"], torch.full((48,), (0.3 - 0.8) / 0.5)), "L-BFGS is told the move"
-    assert opt.param_groups[0]["lr"] == 1.0, "a first overshoot keeps the step length"
-    loop._guard(opt, x, before, best)  # the same loss again: a second overshoot at once
-    assert loop.undone == 2 and opt.param_groups[0]["lr"] == 0.5
-    for _ in range(CALM_STEPS):
-        loop._totals.append(torch.tensor([1.5]))
-        loop._guard(opt, x, before, best)
-    assert opt.param_groups[0]["lr"] == 1.0, "the full step comes back after CALM_STEPS calm steps"
-
-
-def test_guarded_lbfgs_runs_end_at_their_best_picture(random_vgg16, tmp_path):
-    # With a step length far too long for this problem, steps overshoot and are undone; the run
-    # still ends at its lowest loss, below its start, and the loss it reports is its picture's.
+def test_a_longer_run_never_returns_a_higher_loss(random_vgg16):
+    # L-BFGS-B is deterministic and its line search only accepts lower losses: a run of more steps
+    # repeats the shorter one's evaluations first, so its returned (lowest) loss is never higher.
     g = torch.Generator().manual_seed(3)
     photo, painting = torch.rand(1, 3, 48, 48, generator=g), torch.rand(1, 3, 48, 48, generator=g)
     kw = {**SMALL, "beta": 1e5}
-    r = stylize(photo, painting, extractor=random_vgg16, steps=30, lr=50.0, init="content", **kw)
+    returned = [float(stylize(photo, painting, extractor=random_vgg16, steps=n, init="content", **kw).loss[0])
+                for n in (5, 10, 20, 40)]
+    assert all(b <= a for a, b in zip(returned, returned[1:])), returned
+    assert returned[-1] < returned[0], returned
+
+
+def test_the_loss_reported_is_the_returned_pictures(random_vgg16):
+    # Line-search trials can be worse than the start; the run returns its lowest-loss picture,
+    # and the loss it reports is that picture's, under the run's own objective.
+    g = torch.Generator().manual_seed(3)
+    photo, painting = torch.rand(1, 3, 48, 48, generator=g), torch.rand(1, 3, 48, 48, generator=g)
+    kw = {**SMALL, "beta": 1e5}
+    r = stylize(photo, painting, extractor=random_vgg16, steps=30, init="content", **kw)
     hist = r.history["total"][:, 0]
-    assert r.overshoots_undone >= 1 and r.loss[0] < hist[0] and r.loss[0] <= hist.min() * (1 + 1e-5)
-    saved = json.loads(r.save(tmp_path / "out.png").with_suffix(".json").read_text())
-    assert saved["overshoots_undone"] == r.overshoots_undone  # a reader of the run's record sees them
+    assert r.loss[0] < hist[0] and r.loss[0] == pytest.approx(hist.min(), rel=1e-5)
     assert _loss_of(random_vgg16, r, photo, painting, **kw) == pytest.approx(float(r.loss[0]), rel=1e-4)

@@ -420,13 +420,9 @@ def test_the_readme_command_lines_parse():
     assert any("--settings" in line for line in lines)
 
 
-def test_undone_overshoots_are_reported(images, tmp_path, capsys):
-    # A step length far too long: L-BFGS overshoots, the engine steps back; the summary says so.
+def test_lr_with_lbfgs_is_refused_with_a_hint(images, tmp_path, capsys):
+    # L-BFGS-B finds its step length by a line search: an lr would be silently ignored.
     content, style = images
-    out = tmp_path / "out.png"
-    code = main(["stylize", str(content), str(style), "-o", str(out), "--size", "48", "--steps", "30", "--no-progress",
-                 *WEIGHTS, "--scales", "48", "--lr", "50", "--beta", "1e5", "--init", "content", "--precision", "float32"])
-    assert code == 0
-    n = json.loads(out.with_suffix(".json").read_text())["overshoots_undone"]
-    assert n >= 1
-    assert re.search(rf"{n} L-BFGS overshoots? undone", capsys.readouterr().out)
+    code = main(["stylize", str(content), str(style), "-o", str(tmp_path / "out.png"), "--size", "48", "--steps", "3",
+                 "--no-progress", *WEIGHTS, "--lr", "0.5"])
+    assert code != 0 and "line search" in capsys.readouterr().err

@@ -50,11 +50,14 @@ def test_low_layers_keep_pixels_high_layers_do_not(net, image_dir):
     assert mse["relu1_2"] < 0.05, mse
 
 
-def test_transfer_moves_style_and_keeps_the_photo(net, image_dir):
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_transfer_moves_style_and_keeps_the_photo(net, image_dir, precision):
+    # Both precisions, whatever auto picks here: on a CPU with native bfloat16 the old L-BFGS loop
+    # (no line search) fell only 2.3x in bfloat16 where float32 fell 72x.
     photo = images.load_image(image_dir / "tubingen.jpg", 96)
     style = images.load_image(image_dir / "starry_night.jpg", 96)
     other = images.load_image(image_dir / "the_scream.jpg", tuple(photo.shape[-2:]))
-    r = stylize(photo, style, extractor=net, init="content", steps=30, progress=False)
+    r = stylize(photo, style, extractor=net, init="content", steps=30, progress=False, precision=precision)
 
     meter = losses.build_objective(net, None, style, content_layers=[], style_layers=vgg.GATYS_STYLE_LAYERS)
 
@@ -63,12 +66,12 @@ def test_transfer_moves_style_and_keeps_the_photo(net, image_dir):
             return float(meter(net.extract(img, meter.layers), img)[0])
 
     drop = style_loss(photo) / style_loss(r.image)
-    assert drop > 8, f"style loss fell only {drop:.1f}x (measured 32x)"
+    assert drop > 8, f"style loss fell only {drop:.1f}x"
     # Still recognisably the photo: its luminance correlates with the photo's (measured 0.92),
     # far more than with an unrelated painting (measured 0.24).
     c_photo, c_other = _corr(_luminance(r.image), _luminance(photo)), _corr(_luminance(r.image), _luminance(other))
     assert c_photo > 0.6 and c_photo > c_other + 0.3, (c_photo, c_other)
-    assert r.history["total"][-1, 0] < 0.1 * r.history["total"][0, 0]
+    assert r.loss[0] < 0.1 * r.history["total"][0, 0]
 
 
 @pytest.mark.parametrize("style_name", ["starry_night", "the_scream", "shipwreck"])

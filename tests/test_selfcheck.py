@@ -38,7 +38,7 @@ def not_written(*args: torch.Tensor) -> torch.Tensor:
 
 
 ALL_CHECKS = [selfcheck.check_content_loss, selfcheck.check_gram_matrix, selfcheck.check_style_loss,
-              selfcheck.check_normalized_style_loss, selfcheck.check_rgb_to_yiq, selfcheck.check_closure]
+              selfcheck.check_normalized_style_loss, selfcheck.check_rgb_to_yiq, selfcheck.check_loss_and_grad]
 
 
 @pytest.mark.parametrize("check", ALL_CHECKS, ids=lambda c: c.__name__)
@@ -279,74 +279,67 @@ def test_yiq_wrong_shape(capsys):
     fails_with(capsys, selfcheck.check_rgb_to_yiq, lambda img: hand_yiq(img)[:, :1], "wrong shape", "expected (1, 3, 4, 5)")
 
 
-# -- the closure of the optimization loop (notebook 2) ------------------------------------------
+# -- the loss and its gradient for the optimization loop (notebook 2) ----------------------------
 
-def hand_closure(net, layer, x, target, optimizer):
-    optimizer.zero_grad()
+def hand_loss_and_grad(net, layer, x, target):
     loss = 0.5 * ((net.extract(x, [layer])[layer] - target) ** 2).sum()
     loss.backward()
     return loss
 
 
-def test_closure_passes(capsys, one_thread):
-    ok, line = verdict(capsys, selfcheck.check_closure, hand_closure)
-    assert ok and "same 5-step L-BFGS loss curve as nstlib.stylize.stylize" in line, line
+def test_loss_and_grad_passes(capsys, one_thread):
+    ok, line = verdict(capsys, selfcheck.check_loss_and_grad, hand_loss_and_grad)
+    assert ok and "same 5-step L-BFGS-B loss curve as nstlib.stylize.stylize" in line, line
 
-    def with_library(net, layer, x, target, optimizer):
-        optimizer.zero_grad()
+    def with_library(net, layer, x, target):
         loss = losses.content_loss(net.extract(x, [layer])[layer], target).sum()
         loss.backward()
         return loss
-    assert verdict(capsys, selfcheck.check_closure, with_library)[0]
+    assert verdict(capsys, selfcheck.check_loss_and_grad, with_library)[0]
 
 
-def test_closure_without_zero_grad(capsys, one_thread):
-    def no_zero(net, layer, x, target, optimizer):
-        loss = 0.5 * ((net.extract(x, [layer])[layer] - target) ** 2).sum()
-        loss.backward()
-        return loss
-    fails_with(capsys, selfcheck.check_closure, no_zero, "zero_grad")
-
-
-def test_closure_without_backward(capsys, one_thread):
-    def no_backward(net, layer, x, target, optimizer):
-        optimizer.zero_grad()
+def test_loss_and_grad_without_backward(capsys, one_thread):
+    def no_backward(net, layer, x, target):
         return 0.5 * ((net.extract(x, [layer])[layer] - target) ** 2).sum()
-    fails_with(capsys, selfcheck.check_closure, no_backward, "no gradient reached the pixels", "backward")
+    fails_with(capsys, selfcheck.check_loss_and_grad, no_backward, "no gradient reached the pixels", "backward")
 
 
-def test_closure_returns_nothing(capsys, one_thread):
-    def no_return(net, layer, x, target, optimizer):
-        hand_closure(net, layer, x, target, optimizer)
-    fails_with(capsys, selfcheck.check_closure, no_return, "returns None")
+def test_loss_and_grad_of_a_detached_image(capsys, one_thread):
+    def detached(net, layer, x, target):
+        loss = 0.5 * ((net.extract(x.detach(), [layer])[layer] - target) ** 2).sum()
+        return loss
+    fails_with(capsys, selfcheck.check_loss_and_grad, detached, "no gradient reached the pixels")
 
 
-def test_closure_missing_half(capsys, one_thread):
-    def doubled(net, layer, x, target, optimizer):
-        optimizer.zero_grad()
+def test_loss_and_grad_returns_nothing(capsys, one_thread):
+    def no_return(net, layer, x, target):
+        hand_loss_and_grad(net, layer, x, target)
+    fails_with(capsys, selfcheck.check_loss_and_grad, no_return, "returns None")
+
+
+def test_loss_and_grad_missing_half(capsys, one_thread):
+    def doubled(net, layer, x, target):
         loss = ((net.extract(x, [layer])[layer] - target) ** 2).sum()
         loss.backward()
         return loss
-    fails_with(capsys, selfcheck.check_closure, doubled, "factor 2", "1/2 is missing")
+    fails_with(capsys, selfcheck.check_loss_and_grad, doubled, "factor 2", "1/2 is missing")
 
 
-def test_closure_non_scalar(capsys, one_thread):
-    def per_channel(net, layer, x, target, optimizer):
-        optimizer.zero_grad()
+def test_loss_and_grad_non_scalar(capsys, one_thread):
+    def per_channel(net, layer, x, target):
         loss = 0.5 * ((net.extract(x, [layer])[layer] - target) ** 2).sum(dim=(0, 2, 3))
         loss.sum().backward()
         return loss
-    fails_with(capsys, selfcheck.check_closure, per_channel, "non-scalar")
+    fails_with(capsys, selfcheck.check_loss_and_grad, per_channel, "non-scalar")
 
 
-def test_closure_returns_a_float(capsys, one_thread):
-    fails_with(capsys, selfcheck.check_closure, lambda *a: hand_closure(*a).item(), "returned float")
+def test_loss_and_grad_returns_a_float(capsys, one_thread):
+    fails_with(capsys, selfcheck.check_loss_and_grad, lambda *a: hand_loss_and_grad(*a).item(), "returned float")
 
 
-def test_closure_gradient_of_another_loss(capsys, one_thread):
-    def other(net, layer, x, target, optimizer):
-        optimizer.zero_grad()
+def test_loss_and_grad_gradient_of_another_loss(capsys, one_thread):
+    def other(net, layer, x, target):
         loss = 0.5 * ((net.extract(x, [layer])[layer] - target) ** 2).sum()
         (3 * loss).backward()
         return loss
-    fails_with(capsys, selfcheck.check_closure, other, "not the gradient of the loss you return")
+    fails_with(capsys, selfcheck.check_loss_and_grad, other, "not the gradient of the loss you return")

@@ -18,7 +18,7 @@ SMALL = dict(content_layers=["relu2_1"], style_layers=["relu1_1", "relu2_1"], pr
 
 
 def test_numbers_of_any_kind_are_numbers():
-    s = RunSettings(steps=np.int64(200), seed=torch.tensor(3), lr=np.float32(0.5), noise_level=torch.tensor(0.25),
+    s = RunSettings(steps=np.int64(200), seed=torch.tensor(3), optimizer="adam", lr=np.float32(0.5), noise_level=torch.tensor(0.25),
                     size=np.int32(64), scales=[np.int64(32)], tv_weight=np.float64(1.5), alpha=torch.tensor(2.0))
     assert (s.steps, s.seed, s.lr, s.size, s.scales, s.tv_weight, s.alpha) == (200, 3, 0.5, 64, (32,), 1.5, 2.0)
     assert type(s.steps) is int and type(s.seed) is int and type(s.lr) is float

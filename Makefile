@@ -2,7 +2,8 @@
 #                                   make test  (install what is missing, run every test)
 # Both make .venv/ once and reuse it; it is rebuilt when pyproject.toml or the constraints change.
 #
-# `make test` (what CI runs) = `make lectures`, then `make unit` with the browser test of the
+# `make test` (what CI runs) = `make lectures`, `make lectures-float32` (the same in float32 where the
+# default is bfloat16), then `make unit` with the browser test of the
 # lecture pages: both run even when the first fails, and make fails if either does. About 27
 # minutes on 2 cores from a fresh clone (install 2, lectures 16, unit 9; see README).
 #   make lectures  every notebook in cpu mode under nbval (the real lecture sizes, checked claims);
@@ -54,7 +55,7 @@ LECTURES_RUN = env -u MPLBACKEND NSTLIB_MODE=cpu NSTLIB_WEIGHTS='$(TEST_WEIGHTS)
 	$(PY) -m pytest $(LECTURE_NOTEBOOKS) $(NBVAL) --nbval-cell-timeout=$(LECTURE_CELL_TIMEOUT) \
 	--timeout=$$(( $(LECTURE_CELL_TIMEOUT) + 120 )) --lectures-html '$(LECTURES_DIR)' --durations=15
 
-.PHONY: lab test test-all unit lectures bench bench-step browser clean-venv student course-cells slides \
+.PHONY: lab test test-all unit lectures lectures-float32 bench bench-step browser clean-venv student course-cells slides \
 	test-machines
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
@@ -89,6 +90,7 @@ ifeq ($(TEST_WEIGHTS),random)
 else
 	status=0; \
 	$(LECTURES_RUN) || status=1; \
+	$(MAKE) --no-print-directory lectures-float32 || status=1; \
 	NSTLIB_LECTURES_DIR='$(abspath $(LECTURES_DIR))' $(UNIT_RUN) || status=1; \
 	exit $$status
 endif
@@ -103,6 +105,17 @@ unit: $(STAMP) browser
 # Every notebook in cpu mode under nbval, once; the executed lectures go to $(LECTURES_DIR).
 lectures: $(STAMP)
 	$(LECTURES_RUN)
+
+# The same lecture run in float32 (NSTLIB_PRECISION), where the default run was bfloat16: every
+# claim must hold in both precisions. On a machine whose default is float32 already it says so
+# and stops. The executed lectures go to $(LECTURES_DIR)-float32.
+AUTO_PRECISION = $(PY) -c 'import torch; from nstlib.precision import resolve_precision; print(resolve_precision("auto", torch.device("cpu")).name)'
+lectures-float32: $(STAMP)
+	@if [ "$$($(AUTO_PRECISION))" = float32 ]; then \
+	  echo "make lectures-float32: precision auto is float32 on this machine: the default lecture run was float32."; \
+	else \
+	  NSTLIB_PRECISION=float32 $(MAKE) --no-print-directory lectures LECTURES_DIR='$(LECTURES_DIR)-float32'; \
+	fi
 
 # Writes build/bench/curves.md (the table), curves.png (the figure) and curves.json (the curves).
 bench: $(STAMP)

@@ -107,8 +107,12 @@ def measure(net: VGGFeatures, photo: torch.Tensor, painting: torch.Tensor, setti
 
 def run_curves(pairs: Sequence[tuple[str, str]], sizes: Sequence[int], presets: Sequence[str] = PRESETS, *,
                plain_up_to: int = 512, device: str | None = None, weights: str | None = None,
-               out: TextIO = sys.stdout, folder: Path | None = None) -> list[Curve]:
+               out: TextIO = sys.stdout, folder: Path | None = None,
+               precisions: Sequence[str] = ("auto",)) -> list[Curve]:
     """Every curve: the plain loop and paper (sizes up to `plain_up_to`) and each preset, per pair and size.
+
+    precisions: each preset runs once per precision listed ("auto", "float32", "bfloat16"); a
+    precision other than auto is named in the curve's name ("fast float32").
 
     folder: after each curve, the table and the curves so far are written there (curves.md,
     curves.json): a bench stopped after an hour keeps what it measured.
@@ -127,7 +131,8 @@ def run_curves(pairs: Sequence[tuple[str, str]], sizes: Sequence[int], presets: 
             # half an hour at 1024 px on 2 cores) are skipped: the row gives time and loss only.
             small = size <= plain_up_to
             runs = [("plain", PLAIN)] if small else []
-            runs += [(name, RunSettings.preset(name, size)) for name in presets if small or name != "paper"]
+            runs += [(name if p == "auto" else f"{name} {p}", RunSettings.preset(name, size, precision=p))
+                     for name in presets if small or name != "paper" for p in precisions]
             for name, settings in runs:
                 every = max(2, size // 64) if name == "plain" else 5
                 curve = measure(net, photo, painting, settings, name, pair, every, dev)
@@ -207,6 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--plain-up-to", type=int, default=512,
                    help="run the plain loop and paper up to this size (default 512)")
     p.add_argument("--out", default="build/bench", help="folder for curves.md, curves.png, curves.json")
+    p.add_argument("--precisions", default="auto",
+                   help="comma list of auto, float32, bfloat16: each preset runs in each (default auto)")
     p.add_argument("--device", default="auto")
     p.add_argument("--weights", default=None, help="weights setting (default: $NSTLIB_WEIGHTS, else torchvision)")
     args = p.parse_args(argv)
@@ -215,8 +222,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     folder = Path(args.out)
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        precisions = [s.strip() for s in args.precisions.split(",") if s.strip()]
         curves = run_curves(PAIRS[:args.pairs], sizes, presets, plain_up_to=args.plain_up_to, device=args.device,
-                            weights=args.weights, folder=folder)
+                            weights=args.weights, folder=folder, precisions=precisions)
     except (ValueError, RuntimeError, OSError) as e:
         print(f"nstlib.bench_curves: error: {e}", file=sys.stderr)
         return 1

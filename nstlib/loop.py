@@ -156,8 +156,9 @@ class Loop:
 
         SciPy works on a flat float64 copy on the host; the network sees float32 (B, 3, h, w) on
         x's device. The loss function leaves minimize by raising _EndScale when the steps are
-        done or the run must end; when L-BFGS-B ends by itself (its line search finds no lower
-        point, or the gradient is zero) the scale is over: more steps would not lower the loss.
+        done or the run must end. When L-BFGS-B ends by itself (its line search finds no lower
+        point, or the gradient is zero), it starts again from the best image while that helps;
+        when a start no longer lowers the loss, the scale is over.
         """
         shape, device = x.shape, x.device
         done_here = 0
@@ -180,17 +181,26 @@ class Loop:
             return float(total.detach().sum()), xt.grad.to("cpu", torch.float64).numpy().ravel()
 
         start = x.detach().to("cpu", torch.float64).numpy().ravel()
-        try:
-            # ftol = gtol = 0: only our step budget and tolerance end a scale, not SciPy's own tests.
-            # One BLAS thread for L-BFGS-B's vector algebra: SciPy's OpenBLAS threads otherwise spin
-            # on the cores torch's convolutions need (measured: a 256 px step 30-40 % slower).
-            with threadpool_limits(limits=1, user_api="blas"):
-                scipy.optimize.minimize(loss_and_grad, start, jac=True, method="L-BFGS-B",
-                                        bounds=scipy.optimize.Bounds(0.0, 1.0),
-                                        options=dict(maxcor=LBFGS_MEMORY, ftol=0.0, gtol=0.0, maxiter=10 * steps + 10,
-                                                     maxfun=10 * steps + 10))
-        except _EndScale:
-            return
+        while True:
+            lowest = float(best.loss.sum())
+            try:
+                # ftol = gtol = 0: only our step budget and tolerance end a scale, not SciPy's own tests.
+                # One BLAS thread for L-BFGS-B's vector algebra: SciPy's OpenBLAS threads otherwise spin
+                # on the cores torch's convolutions need (measured: a 256 px step 30-40 % slower).
+                with threadpool_limits(limits=1, user_api="blas"):
+                    scipy.optimize.minimize(loss_and_grad, start, jac=True, method="L-BFGS-B",
+                                            bounds=scipy.optimize.Bounds(0.0, 1.0),
+                                            options=dict(maxcor=LBFGS_MEMORY, ftol=0.0, gtol=0.0,
+                                                         maxiter=10 * steps + 10, maxfun=10 * steps + 10))
+            except _EndScale:
+                return
+            # L-BFGS-B ended by itself: its line search found no lower point. For a loss that draws
+            # new random directions or positions every step (sliced, mmd-gaussian) that happens
+            # long before the end: start again from the best image with a fresh memory, as long as
+            # the last start still lowered the loss. A deterministic loss at its floor stops here.
+            if not float(best.loss.sum()) < lowest:
+                break
+            start = best.image.to("cpu", torch.float64).numpy().ravel()
         if scale == self.n_scales - 1 and self.stop_reason is None:
             self.stop_reason = StopReason.CONVERGED
 

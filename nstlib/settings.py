@@ -181,7 +181,7 @@ class RunSettings:
 
         fast (the command line's default): the converged picture. Start from the photo, coarse
             to fine from 128 px by factors of 2 (80 L-BFGS steps at the first scale, 30 at each
-            finer one but the last), the network in bfloat16 where that is native and faster; the
+            finer one but the last), the network in bfloat16 where the hardware computes it natively; the
             last scale runs until the loss falls by less than FAST_TOLERANCE per step (at most
             FAST_LAST_STEPS steps). Above FAST_CONVERGED_UP_TO (512 px) the last scale runs
             FAST_LARGE_LAST_STEPS (25): 1024 px in 80-110 s on 2 CPU cores, not converged.

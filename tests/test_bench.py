@@ -49,6 +49,10 @@ def test_curves_table_and_figure(monkeypatch, tmp_path):
     table = (tmp_path / "curves.md").read_text()
     assert table == C.summary(large) + "\n" and "| p.png x s.png | 64 | fast |" in table
     assert [c["name"] for c in json.loads((tmp_path / "curves.json").read_text())] == ["fast"]
+    # Each preset once per precision asked, named by it: the two precisions side by side.
+    both = C.run_curves([("p.png", "s.png")], [64], ("fast",), plain_up_to=32, device="cpu", weights="random:vgg16:0",
+                        out=io.StringIO(), precisions=("float32", "bfloat16"))
+    assert [c.name for c in both] == ["fast float32", "fast bfloat16"]
     assert C.main(["--sizes", "64", "--pairs", "1", "--weights", "/no/such/weights.pth"]) == 1
 
 

@@ -171,27 +171,26 @@ def your_content_loss(F, P):
     ### END SOLUTION
 ''', "selfcheck.check_content_loss(your_content_loss)",
             "✓ content_loss matches nstlib.losses.content_loss on 3 test inputs"),
-        _ex("closure", r"""
-### Your turn: the closure of the optimization loop
+        _ex("loss-and-grad", r"""
+### Your turn: the loss and its gradient, for the optimizer
 
-The heart of the loop written out above is the closure that L-BFGS calls at every step. Write
-it as a function of what it uses: it zeroes the gradients (`optimizer.zero_grad()`), computes
-the content loss of the image `x` at `layer` against `target` (the photo's features),
+The heart of the loop written out above is the function L-BFGS-B calls at every step: the loss
+of an image and its gradient. Write the torch part of it as a function of what it uses: it
+computes the content loss of the image `x` at `layer` against `target` (the photo's features),
 $\frac12 \sum (F - P)^2$ as one number, back-propagates it into `x.grad` and returns it. The
-check runs notebook 2's loop with your closure on a tiny VGG-16 with random weights and compares
-the loss curve with `stylize`'s.
+check runs notebook 2's loop (SciPy's L-BFGS-B) around your function on a tiny VGG-16 with
+random weights and compares the loss curve with `stylize`'s.
 """, '''
-def your_closure(net, layer, x, target, optimizer):
-    """One loss-and-gradient evaluation: x (1, 3, H, W) requires grad, target (1, N, h, w) -> the loss, shape ()."""
+def your_loss_and_grad(net, layer, x, target):
+    """One evaluation: x (1, 3, H, W) requires grad, target (1, N, h, w) -> the loss, shape (); fills x.grad."""
     ### BEGIN SOLUTION
-    optimizer.zero_grad()
     F = net.extract(x, [layer])[layer]
     loss = 0.5 * (F - target).pow(2).sum()
     loss.backward()
     return loss
     ### END SOLUTION
-''', "selfcheck.check_closure(your_closure)",
-            "✓ closure gives the same 5-step L-BFGS loss curve as nstlib.stylize.stylize "
+''', "selfcheck.check_loss_and_grad(your_loss_and_grad)",
+            "✓ loss_and_grad gives the same 5-step L-BFGS-B loss curve as nstlib.stylize.stylize "
             "(tiny random VGG-16, relu2_2, 32 px)"),
     ],
     "03_style_reconstruction": [

@@ -162,11 +162,17 @@ class Loop:
         """
         shape, device = x.shape, x.device
         done_here = 0
+        # The losses that draw random positions or directions (mmd-gaussian, sliced) draw the same
+        # ones at every evaluation of one L-BFGS-B run: a fixed function, which a line search needs
+        # (with new draws every evaluation a texture ended at twice the colour distance).
+        draws = objective.generator.get_state() if objective.generator is not None else None
 
         def loss_and_grad(flat: np.ndarray) -> tuple[float, np.ndarray]:
             nonlocal done_here
             if done_here >= steps:
                 raise _EndScale
+            if draws is not None:
+                objective.generator.set_state(draws)
             if self.stop is not None and self.stop.is_set():
                 self.end(StopReason.REQUEST, "stopped by request")
                 raise _EndScale
@@ -194,13 +200,14 @@ class Loop:
                                                          maxiter=10 * steps + 10, maxfun=10 * steps + 10))
             except _EndScale:
                 return
-            # L-BFGS-B ended by itself: its line search found no lower point. For a loss that draws
-            # new random directions or positions every step (sliced, mmd-gaussian) that happens
-            # long before the end: start again from the best image with a fresh memory, as long as
-            # the last start still lowered the loss. A deterministic loss at its floor stops here.
+            # L-BFGS-B ended by itself: its line search found no lower point (the loss is at its floor
+            # for these draws, or at float precision's). Start again from the best image with a fresh
+            # memory, and new draws, as long as the last start still lowered the loss.
             if not float(best.loss.sum()) < lowest:
                 break
             start = best.image.to("cpu", torch.float64).numpy().ravel()
+            if draws is not None:  # and new draws
+                draws = objective.generator.get_state()
         if scale == self.n_scales - 1 and self.stop_reason is None:
             self.stop_reason = StopReason.CONVERGED
 

@@ -10,7 +10,7 @@ and transfers style. Besides "gram" (`nstlib.losses.style_loss`), `style_loss=` 
   AdaIN use; Li et al. 2017): mean_c (mu_c - mu'_c)^2 + (sigma_c - sigma'_c)^2. It ignores how
   the channels vary together (their correlations).
 - "mmd-gaussian": MMD^2 with the Gaussian kernel exp(-||x - y||^2 / (2 s^2)), the unbiased
-  (U-statistic) estimate on n = `MMD_SAMPLES` positions drawn afresh every step (the same
+  (U-statistic) estimate on n = `MMD_SAMPLES` positions drawn afresh (the same
   positions in both images when they have the same size). Bandwidth: s^2 = the mean squared
   distance between two of the style image's feature vectors, 2 tr(Cov), computed once.
 - "w2": the squared Wasserstein-2 distance between Gaussian fits (mean mu, covariance S):
@@ -20,7 +20,8 @@ and transfers style. Besides "gram" (`nstlib.losses.style_loss`), `style_loss=` 
 - "sliced": the sliced Wasserstein distance (Heitz et al., CVPR 2021): project the samples on
   C random unit directions, sort each projection, compare the sorted values whole (mean squared
   difference; the style's quantiles interpolated when it has another number of positions).
-  Fresh directions every evaluation, drawn from the objective's seeded generator.
+  Fresh directions every evaluation, drawn from the objective's seeded generator (Adam; an
+  L-BFGS-B run keeps its draws while its line search works, `nstlib.loop`).
 
 Each `StyleTarget` is computed once from the style image's features (statistics, not a Gram)
 and evaluates its loss on a batch: features (B, C, H, W) -> (B,). `energy()` is the loss of an

@@ -230,6 +230,6 @@ SETTING_OPTIONS: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
     ("network and machine", "--pooling", "pooling", dict(choices=("avg", "max"), help="default avg (the paper's choice)")),
     ("network and machine", "--device", "device", dict(help="auto, cpu, cuda, cuda:N or mps (default auto)")),
     ("network and machine", "--precision", "precision", dict(
-        choices=("auto", "float32", "bfloat16"), help="the network's number format; auto: bfloat16 where it is "
-        "native and measured faster (default auto)")),
+        choices=("auto", "float32", "bfloat16"), help="the network's number format; auto: bfloat16 where the "
+        "hardware computes it natively, or what NSTLIB_PRECISION says (default auto)")),
 )

@@ -47,6 +47,8 @@ from typing import Iterable, Iterator
 import psutil  # comes with ipykernel
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from lectures_html import format_seconds  # noqa: E402  (the lecture index's "1 min 37 s", one home)
 
 #: The rows: a name and the environment variables it sets.
 ROWS: dict[str, dict[str, str]] = {
@@ -300,16 +302,6 @@ def run_row(name: str, out: Path, notebooks: list[str], tests: list[str], lectur
 
 
 # ------------------------------------------------------------------ the table
-
-def format_seconds(seconds: float) -> str:
-    """9 s, 1 min 37 s, 1 h 02 min."""
-    s = round(seconds)
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60:02d} s"
-    return f"{s // 3600} h {s % 3600 // 60:02d} min"
-
 
 def abbreviate(text: str, width: int = CLAIM_WIDTH) -> str:
     """text cut to width characters, ending in … when cut."""

@@ -33,7 +33,20 @@ from nstlib.vgg import VGGFeatures
 #: Steps over which the loss's fall per step is measured against RunSettings.tolerance.
 CONVERGENCE_WINDOW = 20
 #: L-BFGS-B's memory: how many of the last (step, gradient change) pairs shape its curvature estimate.
-LBFGS_MEMORY = 10  # SciPy's default: notebook 2's loop with default options is the library's; 20 measured 0-1 % lower losses
+#: SciPy's default is 10; 20 ends the fast preset lower for a little more time per step (docs/speed.md, round 7).
+LBFGS_MEMORY = 20
+#: L-BFGS-B's first trial from a start is a plain gradient step of length 1 (it has no curvature
+#: yet), and these losses are 1e5-1e11: every pixel went to 0 or 1, a rejected trial and one or
+#: two evaluations lost at each scale. Each run's loss is multiplied by a number fixed at its
+#: first evaluation so that that trial moves no pixel by more than FIRST_STEP.
+FIRST_STEP = 0.3
+
+
+def first_step_factor(grad: torch.Tensor) -> float:
+    """What L-BFGS-B's loss is multiplied by so that its first trial, a step of -factor * grad,
+    moves no pixel by more than FIRST_STEP. grad: the gradient at the start (any shape)."""
+    largest = float(grad.abs().max())
+    return FIRST_STEP / largest if largest > 0 else 1.0
 
 
 class StopOptimization(Exception):
@@ -184,10 +197,15 @@ class Loop:
             self.bar.update(1)
             if self._after_step(scale, done_here, steps, xt) or self._converged(done_here, tolerance):
                 raise _EndScale
-            return float(total.detach().sum()), xt.grad.to("cpu", torch.float64).numpy().ravel()
+            grad = xt.grad.to("cpu", torch.float64)
+            if not factor:  # this run's first evaluation: its start
+                factor.append(first_step_factor(grad))
+            return float(total.detach().sum()) * factor[0], (grad * factor[0]).numpy().ravel()
 
         start = x.detach().to("cpu", torch.float64).numpy().ravel()
+        factor: list[float] = []  # what SciPy's loss is multiplied by, during one run (FIRST_STEP)
         while True:
+            factor.clear()
             lowest = float(best.loss.sum())
             try:
                 # ftol = gtol = 0: only our step budget and tolerance end a scale, not SciPy's own tests.

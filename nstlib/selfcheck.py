@@ -36,6 +36,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from nstlib import color, losses
+from nstlib.loop import FIRST_STEP, LBFGS_MEMORY
 
 PASS = "✓"
 FAIL = "✗"
@@ -398,15 +399,20 @@ def _scipy_loop(loss_of: Callable[[torch.Tensor], torch.Tensor]) -> list[float] 
     shape = (1, 3, CLOSURE_SIZE, CLOSURE_SIZE)
     seen: list[float] = []
 
+    scale = 1.0
+
     def loss_and_grad(pixels):
         x = torch.from_numpy(pixels).float().view(shape).requires_grad_(True)
         loss = loss_of(x)
         seen.append(loss.item())
-        return loss.item(), x.grad.double().flatten().numpy()
+        return scale * loss.item(), scale * x.grad.double().flatten().numpy()
 
     try:
-        scipy.optimize.minimize(loss_and_grad, _noise().double().flatten().numpy(), jac=True, method="L-BFGS-B",
-                                bounds=scipy.optimize.Bounds(0, 1), options={"maxfun": CLOSURE_STEPS})
+        start = _noise().double().flatten().numpy()
+        _, grad = loss_and_grad(start)  # the gradient at the start sets the loss's scale, as in notebook 2
+        scale, seen[:] = FIRST_STEP / float(abs(grad).max()), []
+        scipy.optimize.minimize(loss_and_grad, start, jac=True, method="L-BFGS-B", bounds=scipy.optimize.Bounds(0, 1),
+                                options={"maxfun": CLOSURE_STEPS, "maxcor": LBFGS_MEMORY})
     except Exception:  # noqa: BLE001 - reported by the caller as a different curve
         return None
     return seen[:CLOSURE_STEPS] if len(seen) >= CLOSURE_STEPS else None

@@ -137,3 +137,26 @@ def test_a_loss_that_draws_new_samples_every_step_runs_all_its_steps(random_vgg1
     r = stylize(None, painting, extractor=random_vgg16, size=48, style_loss=style_loss, init="noise", steps=40,
                 **{**SMALL, "content_layers": []})
     assert r.steps_done == 40 and r.stop_reason is None and r.loss[0] < r.history["total"][0, 0]
+
+
+def test_the_first_trial_of_each_scale_moves_no_pixel_by_more_than_first_step(random_vgg16):
+    """L-BFGS-B's first trial is a gradient step of length 1; unscaled (losses of 1e5 and more) it
+    sent every pixel to 0 or 1 and the line search threw it away. The loss SciPy sees is scaled
+    so that this trial moves no pixel by more than FIRST_STEP, at every scale."""
+    from nstlib import loop
+
+    g = torch.Generator().manual_seed(0)
+    photo, painting = torch.rand(1, 3, 48, 48, generator=g), torch.rand(1, 3, 48, 48, generator=g)
+    seen: list[torch.Tensor] = []
+    stylize(photo, painting, extractor=random_vgg16, init="content", scales=[24, 48], steps=[4, 4],
+            callback=lambda info: seen.append(info.image.clone()), callback_every=1, **SMALL)
+    for start, first_trial in (seen[0], seen[1]), (seen[4], seen[5]):
+        moved = float((first_trial - start).abs().max())
+        assert 0 < moved <= loop.FIRST_STEP + 1e-6, moved
+
+
+def test_first_step_factor():
+    from nstlib.loop import FIRST_STEP, first_step_factor
+
+    assert first_step_factor(torch.tensor([[2.0, -8.0]])) == pytest.approx(FIRST_STEP / 8)
+    assert first_step_factor(torch.zeros(3)) == 1.0  # a zero gradient: nothing to scale

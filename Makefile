@@ -20,7 +20,10 @@
 # PNGs and widget screenshots in build/slides), make clean-venv,
 # make test-machines (the cpu lecture run and the pretrained tests under five settings: default,
 # float32, bfloat16, 1 thread, AVX2 only; which claim held where in build/machines/table.md; each
-# row is a full lecture run, 10-25 min on 2 cores: about 1.5 hours for the five).
+# row is a full lecture run, 10-25 min on 2 cores: about 1.5 hours for the five),
+# make class-test (a class of 30 on this machine: 30 Jupyter kernels run notebook 1's set-up, 4 of
+# them the panel's transfer while the others answer a cell every few seconds; memory, replies,
+# slow-down and kernels killed in build/class/report.md; CLASS_TEST_ARGS="--kernels 8 --running 2").
 
 PYTHON      ?= python3
 VENV        ?= .venv
@@ -56,7 +59,7 @@ LECTURES_RUN = env -u MPLBACKEND NSTLIB_MODE=cpu NSTLIB_WEIGHTS='$(TEST_WEIGHTS)
 	--timeout=$$(( $(LECTURE_CELL_TIMEOUT) + 120 )) --lectures-html '$(LECTURES_DIR)' --durations=15
 
 .PHONY: lab test test-all unit lectures lectures-float32 bench bench-step browser clean-venv student course-cells slides \
-	test-machines
+	test-machines class-test
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -166,3 +169,9 @@ test-machines: export TEST_MACHINES_LECTURES_RUN = $(LECTURES_RUN)
 test-machines: $(STAMP)
 	NSTLIB_WEIGHTS='$(TEST_WEIGHTS)' NSTLIB_IMAGE_DIR='$(SHARED_IMAGES)' $(PY) tools/test_machines.py \
 	--rows '$(TEST_MACHINES_ROWS)' --notebooks $(TEST_MACHINES_NOTEBOOKS) --tests $(TEST_MACHINES_TESTS)
+
+# A class on one machine (tools/class_test.py, issue 28): real kernels through jupyter_client, one
+# shared TORCH_HOME (a stand-in VGG-19 of the real size unless --torch-home names one).
+CLASS_TEST_ARGS ?=
+class-test: $(STAMP)
+	NSTLIB_IMAGE_DIR='$(SHARED_IMAGES)' $(PY) tools/class_test.py $(CLASS_TEST_ARGS)

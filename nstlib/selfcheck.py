@@ -29,6 +29,7 @@ check                          notebook  the function the student writes
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Callable, Sequence
@@ -79,13 +80,28 @@ def _say(ok: bool, name: str, text: str) -> bool:
     return ok
 
 
-def _call(fn: Callable[..., Any], args: Sequence[torch.Tensor]) -> tuple[Any, BaseException | None]:
-    """fn(*args) on copies that require grad (floating point ones), so that the gradient can be checked."""
+#: The hint for `x.T` on a tensor of 3 or more dimensions (torch reverses all of them, and warns).
+BATCH_TRANSPOSE = ("`.T` on a tensor with more than 2 dimensions reverses all of them: to swap the last two "
+                   "(one matrix per image), use `.mT` or `.transpose(1, 2)`")
+
+
+def _call(fn: Callable[..., Any], args: Sequence[torch.Tensor]) -> tuple[Any, BaseException | None, bool]:
+    """fn(*args) on copies that require grad (floating point ones), so that the gradient can be checked;
+    returns (result, error, whether fn used `.T` on a tensor of more than 2 dimensions)."""
     copies = [a.detach().clone().requires_grad_(a.is_floating_point()) for a in args]
-    try:
-        return fn(*copies), None
-    except Exception as error:  # noqa: BLE001 - any mistake of the student's code becomes a hint
-        return None, error
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            got, error = fn(*copies), None
+        except Exception as e:  # noqa: BLE001 - any mistake of the student's code becomes a hint
+            got, error = None, e
+    return got, error, any("`x.T`" in str(w.message) for w in caught)
+
+
+def _matches(got: Any, expected: torch.Tensor) -> bool:
+    """Whether got is a tensor with expected's values (any shape with as many entries)."""
+    return (isinstance(got, torch.Tensor) and got.numel() == expected.numel()
+            and _close(got.detach().reshape(expected.shape), expected))
 
 
 def _shape(t: torch.Tensor) -> str:
@@ -134,9 +150,11 @@ def _check(fn: Callable[..., Any], spec: Spec) -> bool:
     """Run spec's cases through fn and print the verdict: the engine of every tensor check."""
     outputs = []
     for i, case in enumerate(spec.cases, 1):
-        got, error = _call(fn, case.args)
+        got, error, batch_transpose = _call(fn, case.args)
         if isinstance(error, NotImplementedError):
             return _say(False, spec.name, NOT_WRITTEN)
+        if batch_transpose and not _matches(got, case.expected):
+            return _say(False, spec.name, BATCH_TRANSPOSE)
         if error is not None:
             shapes = ", ".join(_shape(a) for a in case.args)
             return _say(False, spec.name, f"raised {type(error).__name__}: {error} (on test input {i}, shapes {shapes})")
@@ -214,6 +232,12 @@ def check_content_loss(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor])
     return _check(fn, spec)
 
 
+def _channels_last_gram(f: torch.Tensor) -> torch.Tensor:
+    """The Gram of features reshaped to (B, H*W, C) without a permute (channels and positions mixed)."""
+    g = f.reshape(f.shape[0], -1, f.shape[1])
+    return g.transpose(1, 2) @ g
+
+
 def check_gram_matrix(fn: Callable[[torch.Tensor], torch.Tensor]) -> bool:
     """fn(F): features (B, C, H, W) -> (B, C, C), G_ij = sum_k F_ik F_jk per image (no normalization).
 
@@ -238,6 +262,8 @@ def check_gram_matrix(fn: Callable[[torch.Tensor], torch.Tensor]) -> bool:
          mixed),
         ("you computed F^T F (positions x positions): multiply the other way round, F @ F.transpose(1, 2)",
          lambda f: f.flatten(2).transpose(1, 2) @ f.flatten(2)),
+        ("reshape does not move the channels: F.reshape(B, H*W, C) mixes channels and positions. Keep the "
+         "channels first, F.reshape(B, C, H*W) (or F.flatten(2)), or permute before reshaping", _channels_last_gram),
     ])
     return _check(fn, spec)
 
@@ -260,6 +286,7 @@ def check_style_loss(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -
          lambda s: s["M"]),
         ("off by 1/M² (M = H·W): you divided by M² twice (Grams per position AND 1/M²)", lambda s: 1 / m2(s)),
         ("off by N²: the 1/N² of E_l = 1/(4 N² M²) sum (G - A)^2 is missing", n2),
+        ("off by N: divide by N² (the number of channels, squared), not N", lambda s: s["N"]),
         ("off by 4 N²: the 1/(4 N²) of E_l = 1/(4 N² M²) sum (G - A)^2 is missing", lambda s: 4 * n2(s)),
         ("off by 4 M²: the 1/4 and the 1/M² of E_l = 1/(4 N² M²) sum (G - A)^2 are missing", lambda s: 4 * m2(s)),
         ("off by N² M²: the 1/(N² M²) of E_l = 1/(4 N² M²) sum (G - A)^2 is missing", lambda s: n2(s) * m2(s)),
@@ -296,6 +323,8 @@ def check_normalized_style_loss(fn: Callable[[torch.Tensor, torch.Tensor], torch
             f, normalize=True) - a).norm() / a.norm()),
         ("your Gram is not per position: divide G = F F^T by M = H·W (gram_matrix(F, normalize=True)), like the "
          "target A", lambda f, a: (losses.gram_matrix(f) - a).pow(2).sum() / a.pow(2).sum()),
+        ("your Gram is divided by N·M (C·H·W): divide F F^T by M = H·W only, like the target A",
+         lambda f, a: (losses.gram_matrix(f, normalize=True) / f.shape[1] - a).pow(2).sum() / a.pow(2).sum()),
     ])
     return _check(fn, spec)
 
@@ -314,6 +343,9 @@ def check_rgb_to_yiq(fn: Callable[[torch.Tensor], torch.Tensor]) -> bool:
          "(einsum 'kc,bchw->bkhw')", lambda img: torch.einsum("ck,bchw->bkhw", yiq, img)),
         ("channels last: the result must be (B, 3, H, W); permute it back (x.permute(0, 3, 1, 2))",
          lambda img: torch.einsum("kc,bchw->bhwk", yiq, img)),
+        ("reshape does not move the channels: img.reshape(B, H*W, 3) mixes channels and positions. Permute to "
+         "(B, H, W, 3) first (img.permute(0, 2, 3, 1)) and back after, or use einsum 'kc,bchw->bkhw'",
+         lambda img: (img.reshape(img.shape[0], -1, 3) @ yiq.T).reshape(img.shape)),
     ])
     return _check(fn, spec)
 
@@ -370,7 +402,10 @@ def check_loss_and_grad(fn: Callable[..., Any]) -> bool:
     ref.backward()
     if not _close(loss.detach().reshape(()), ref.detach()):
         r = loss.item() / ref.item() if ref.item() else float("nan")
-        hints = {2.0: "the 1/2 is missing", 0.5: "you halved twice"}
+        n = target.numel()
+        hints = {2.0: "the 1/2 is missing", 0.5: "you halved twice",
+                 1.0 / n: "you took the mean: the content loss sums over every entry (1/2 sum (F - P)^2)",
+                 2.0 / n: "you took the mean and dropped the 1/2: the content loss is 1/2 sum (F - P)^2"}
         hint = next((h for v, h in hints.items() if math.isclose(r, v, rel_tol=1e-3)), None)
         return _say(False, name, f"the loss is {loss.item():.6g}, expected {ref.item():.6g} (1/2 sum (F - P)^2), "
                                  f"a factor {r:.4g}" + (f": {hint}" if hint else ""))

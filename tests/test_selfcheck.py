@@ -343,3 +343,53 @@ def test_loss_and_grad_gradient_of_another_loss(capsys, one_thread):
         (3 * loss).backward()
         return loss
     fails_with(capsys, selfcheck.check_loss_and_grad, other, "not the gradient of the loss you return")
+
+
+# -- what a student trying the exercises met (issue 29, item 6) ----------------------------------
+
+def test_gram_with_T_on_a_batch_points_to_mT(capsys):
+    def with_T(F):
+        F = F.flatten(2)
+        return F @ F.T  # reverses all three dimensions: a raw shape error from torch
+    fails_with(capsys, selfcheck.check_gram_matrix, with_T, ".mT", "transpose(1, 2)")
+
+
+def test_gram_with_mT_passes(capsys):
+    assert verdict(capsys, selfcheck.check_gram_matrix, lambda F: F.flatten(2) @ F.flatten(2).mT)[0]
+
+
+def test_gram_of_a_channels_last_reshape(capsys):
+    def channels_last(F):
+        B, C, H, W = F.shape
+        G = F.reshape(B, H * W, C)
+        return G.transpose(1, 2) @ G
+    fails_with(capsys, selfcheck.check_gram_matrix, channels_last, "reshape does not move the channels", "flatten(2)")
+
+
+def test_yiq_of_a_channels_last_reshape(capsys):
+    M = color._RGB_TO_YIQ.float()
+    fails_with(capsys, selfcheck.check_rgb_to_yiq, lambda img: (img.reshape(-1, 3) @ M.T).reshape(img.shape),
+               "reshape does not move the channels", "permute")
+
+
+def test_style_loss_off_by_N(capsys):
+    def by_N(F, S):
+        N, M = F.shape[1], F.shape[2] * F.shape[3]
+        G, A = (F.flatten(2) @ F.flatten(2).mT)[0], (S.flatten(2) @ S.flatten(2).mT)[0]
+        return ((G - A) ** 2).sum() / (4 * N * M ** 2)
+    fails_with(capsys, selfcheck.check_style_loss, by_N, "off by N", "not N")
+
+
+def test_normalized_style_loss_with_a_gram_over_N_M(capsys):
+    def over_NM(F, A):
+        G = (F.flatten(2) @ F.flatten(2).mT) / (F.shape[1] * F.shape[2] * F.shape[3])
+        return ((G - A) ** 2).sum() / (A ** 2).sum()
+    fails_with(capsys, selfcheck.check_normalized_style_loss, over_NM, "N·M", "M = H·W only")
+
+
+def test_loss_and_grad_with_a_mean(capsys, one_thread):
+    def mean(net, layer, x, target):
+        loss = 0.5 * ((net.extract(x, [layer])[layer] - target) ** 2).mean()
+        loss.backward()
+        return loss
+    fails_with(capsys, selfcheck.check_loss_and_grad, mean, "you took the mean")

@@ -145,7 +145,7 @@ class Exercise:
     key: str       # short name, used in the cell ids
     task: str      # markdown, starting "### Your turn: ..."
     code: str      # the function, its body between BEGIN and END
-    check: str     # the self-check call (the cell's last line, so that it shows True/False)
+    check: str     # the self-check call (the cell's last line; it prints its verdict, and returns True/False)
     expected: str  # the line the check prints for the solution
 
 
@@ -286,18 +286,17 @@ def markdown_cell(cell_id: str, tag: str, text: str) -> dict[str, Any]:
 
 
 def code_cell(cell_id: str, tag: str, text: str, printed: str | None = None) -> dict[str, Any]:
-    """A code cell; with `printed`, the stored output of a checked cell: that line, then True."""
+    """A code cell; with `printed`, the stored output of a checked cell: that line."""
     outputs: list[dict[str, Any]] = []
     if printed is not None:
-        outputs = [{"name": "stdout", "output_type": "stream", "text": [printed + "\n"]},
-                   {"data": {"text/plain": ["True"]}, "execution_count": 1, "metadata": {}, "output_type": "execute_result"}]
+        outputs = [{"name": "stdout", "output_type": "stream", "text": [printed + "\n"]}]
     return {"cell_type": "code", "execution_count": 1 if printed is not None else None, "id": cell_id,
             "metadata": {"tags": [tag]}, "outputs": outputs, "source": _lines(text)}
 
 
 def exercise_cells(ex: Exercise) -> list[dict[str, Any]]:
     """The three cells of one exercise: the task, the function, the self-check (with its stored pass line)."""
-    check = f"{CHECK}\nfrom nstlib import selfcheck\n\n{ex.check}"
+    check = f"{CHECK}\nfrom nstlib import selfcheck\n\n{ex.check};"   # ";": the verdict line only, no bare True under it
     return [markdown_cell(f"course-{ex.key}-task", TAG_SELFCHECK, ex.task),
             code_cell(f"course-{ex.key}-code", TAG_SELFCHECK, ex.code),
             code_cell(f"course-{ex.key}-check", TAG_SELFCHECK, check, printed=ex.expected)]

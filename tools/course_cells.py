@@ -296,7 +296,9 @@ def code_cell(cell_id: str, tag: str, text: str, printed: str | None = None) -> 
 
 def exercise_cells(ex: Exercise) -> list[dict[str, Any]]:
     """The three cells of one exercise: the task, the function, the self-check (with its stored pass line)."""
-    check = f"{CHECK}\nfrom nstlib import selfcheck\n\n{ex.check};"   # ";": the verdict line only, no bare True under it
+    # Assigned, so that the cell shows the verdict line only, no bare True under it (a trailing ";"
+    # does not hide it under nbval, which runs cells outside IPython's history).
+    check = f"{CHECK}\nfrom nstlib import selfcheck\n\npassed = {ex.check}"
     return [markdown_cell(f"course-{ex.key}-task", TAG_SELFCHECK, ex.task),
             code_cell(f"course-{ex.key}-code", TAG_SELFCHECK, ex.code),
             code_cell(f"course-{ex.key}-check", TAG_SELFCHECK, check, printed=ex.expected)]

@@ -198,7 +198,8 @@ SETTING_OPTIONS: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
     ("loss", "--style-loss", "style_loss", dict(
         choices=STYLE_LOSSES, help="how the style is compared (notebook 8): gram (Gatys), mean-std (per-channel "
         "mean and std), mmd-gaussian, w2 (Wasserstein-2 of Gaussian fits), sliced (sliced Wasserstein); the others "
-        "than gram take one STYLE and no --mask (default gram)")),
+        "than gram take one STYLE and no --mask; each on the Gram loss's scale, so --alpha/--beta mean the same "
+        "(default gram)")),
     ("loss", "--alpha", "alpha", dict(type=_weight, help="gatys content weight (default 1)")),
     ("loss", "--beta", "beta", dict(type=_weight, help="gatys style weight (default 1e3)")),
     ("loss", "--lambda-os", "lambda_os", dict(type=_weight, help="normalized variant's content weight (default 1e-2)")),

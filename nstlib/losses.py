@@ -67,6 +67,17 @@ def style_loss(features: torch.Tensor, target_gram: torch.Tensor) -> torch.Tenso
     return diff.pow(2).flatten(1).sum(1) / (4 * n * n)
 
 
+def gram_energy(style_features: torch.Tensor) -> torch.Tensor:
+    """The Gatys E_l of an all-zero feature map against this style: ||A||^2 / (4 C^2). (1, C, H, W) -> (1,)
+
+    The gatys variant multiplies every other style loss (`nstlib.style_losses`) layer by layer by
+    gram_energy / its own energy, so that each equals E_l there: the same alpha/beta then gives a
+    transfer of comparable strength whichever loss compares the styles.
+    """
+    a = gram_matrix(style_features.float(), normalize=True)
+    return a.pow(2).flatten(1).sum(1) / (4 * a.shape[1] ** 2)
+
+
 def normalized_content_loss(
     features: torch.Tensor, target: torch.Tensor, energy: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -158,6 +169,7 @@ class Objective:
     _masks_at: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict, repr=False)
     style_loss: str = "gram"
     style_stats: dict[str, StyleTarget] = field(default_factory=dict)  # the other style losses' targets
+    style_scale: dict[str, torch.Tensor] = field(default_factory=dict)  # (1,): what each of their layer losses is multiplied by
     generator: torch.Generator | None = field(default=None, repr=False)
 
     @property
@@ -183,9 +195,7 @@ class Objective:
             parts[f"style:{name}"] = loss
             total = total + self.style_weights[name] * loss
         for name, target in self.style_stats.items():
-            loss = target.loss(features[name], self.generator)
-            if normalized:
-                loss = loss / self.style_energy[name].clamp_min(1e-30)
+            loss = target.loss(features[name], self.generator) * self.style_scale[name]
             parts[f"style:{name}"] = loss
             total = total + self.style_weights[name] * loss
         if self.tv_weight:
@@ -261,8 +271,9 @@ def build_objective(
         computed in the precision the optimized image's features will be, so that the photo's
         own content loss is zero; Grams and energies are float32 either way.
     style_loss: "gram" (the above) or one of `nstlib.style_losses.STYLE_LOSSES`: the style
-        image's statistics instead of its Gram matrix, one style image, no masks; the normalized
-        variant divides each layer's loss by its value for an all-zero feature map. seed: the
+        image's statistics instead of its Gram matrix, one style image, no masks. Each layer's loss
+        is divided by its value for an all-zero feature map, and in the gatys variant multiplied
+        by the Gram loss's value there (`gram_energy`): one alpha/beta for every loss. seed: the
         objective's generator (the random positions or directions those losses draw).
     """
     precision = precision or Precision("float32", "default")
@@ -359,7 +370,12 @@ def _other_style_targets(obj: Objective, extractor: VGGFeatures, style: torch.Te
     feats = extract(extractor, styles[0].to(_device(extractor)), list(layers), precision)
     for n in layers:
         obj.style_stats[n] = style_target(obj.style_loss, feats[n])
-        obj.style_energy[n] = obj.style_stats[n].energy().to(_device(extractor))
+        energy = obj.style_stats[n].energy().to(_device(extractor)).clamp_min(1e-30)
+        obj.style_energy[n] = energy
+        if obj.variant == "normalized":
+            obj.style_scale[n] = 1.0 / energy
+        else:  # on the Gram loss's scale, so that one alpha/beta means the same for every style loss
+            obj.style_scale[n] = gram_energy(feats[n]).to(energy.device) / energy
 
 
 def _device(module: torch.nn.Module) -> torch.device:

@@ -26,7 +26,9 @@ and transfers style. Besides "gram" (`nstlib.losses.style_loss`), `style_loss=` 
 Each `StyleTarget` is computed once from the style image's features (statistics, not a Gram)
 and evaluates its loss on a batch: features (B, C, H, W) -> (B,). `energy()` is the loss of an
 all-zero feature map against the target: the Gram loss's is ||A||^2, so dividing by it is Choi &
-Kim's normalization, and the same rule normalizes the other four.
+Kim's normalization, and the same rule normalizes the other four. The gatys variant puts them on
+the Gram loss's scale instead (`nstlib.losses.gram_energy`), so that one alpha/beta gives a
+transfer of comparable strength whichever loss compares the styles.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from nstlib import style_losses as S
-from nstlib.losses import build_objective, gram_matrix, normalized_style_loss, style_loss
+from nstlib.losses import build_objective, gram_energy, gram_matrix, normalized_style_loss, style_loss
 from nstlib.panel_settings import PanelSettings
 from nstlib.settings import RunSettings
 from nstlib.stylize import stylize
@@ -183,6 +183,28 @@ def test_objective_parts_targets_and_seeded_draws(kind, random_vgg16):
     assert torch.equal(again(f, _image(2))[0], total), "the same seed repeats the same draws"
     if kind in ("sliced", "mmd-gaussian"):
         assert not torch.equal(obj(f, _image(2))[0], total), "each evaluation draws afresh"
+
+
+@pytest.mark.parametrize("kind", OTHERS)
+def test_gatys_variant_puts_every_loss_on_the_gram_scale(kind, random_vgg16):
+    # one alpha/beta for every loss: at an all-zero feature map each layer's loss is the Gram E_l there
+    layers = ["relu1_1", "relu2_1"]
+    style = _image(1)
+    obj = build_objective(random_vgg16, None, style, content_layers=[], style_layers=layers, style_loss=kind, seed=7)
+    f_style = random_vgg16.extract(style, layers)
+    zeros = {n: torch.zeros_like(f_style[n]) for n in layers}
+    _, parts = obj(zeros, _image(2))
+    for n in layers:
+        gram_at_zero = style_loss(zeros[n], gram_matrix(f_style[n], normalize=True))
+        assert torch.allclose(gram_energy(f_style[n]), gram_at_zero)
+        # near, not equal: sliced's energy is the expectation over directions, mean-std and w2 add an
+        # eps to the variances, mmd-gaussian draws other positions than its energy did
+        rel = 0.35 if kind == "sliced" else 0.05
+        assert float(parts[f"style:{n}"]) == pytest.approx(float(gram_at_zero), rel=rel), n
+    # and the normalized variant is unchanged: the loss over its own energy
+    norm = build_objective(random_vgg16, None, style, content_layers=[], style_layers=layers, style_loss=kind,
+                           variant="normalized", seed=7)
+    assert torch.allclose(norm.style_scale["relu1_1"], 1 / norm.style_energy["relu1_1"])
 
 
 def test_gram_is_the_default_and_unchanged(random_vgg16):

@@ -40,6 +40,22 @@ def test_notebook_opens_with_goals_and_ends_with_exercises_and_references(path):
         assert re.search(r"doi\.org|doi:|arXiv:|arxiv\.org|https?://", item), f"{path.name}: no DOI, arXiv id or link in {item[:80]!r}"
 
 
+INLINE = "course:inline-question"
+
+
+@pytest.mark.parametrize("stem", ["02_content_reconstruction", "03_style_reconstruction", "04_gatys_style_transfer"])
+def test_the_spine_stops_for_an_inline_question_with_a_folded_answer(stem):
+    # cs231n's inline questions: where a student should stop and think, a question, room for the
+    # student's answer, and a model answer that stays folded until opened
+    nb = nbformat.read(NOTEBOOKS[0].parent / f"{stem}.ipynb", as_version=4)
+    questions = [c for c in nb.cells if INLINE in c.metadata.get("tags", [])]
+    assert questions, f"{stem} has no cell tagged {INLINE}"
+    for c in questions:
+        assert c.cell_type == "markdown" and c.source.startswith("**Inline question"), c.source[:80]
+        assert "*Your answer:*" in c.source
+        assert "<details>" in c.source and "</details>" in c.source.split("*Your answer:*")[1]
+
+
 def test_problems_catches_outputs():
     nb = nbformat.v4.new_notebook()
     cell = nbformat.v4.new_code_cell("print(1)")

@@ -24,6 +24,10 @@ check                          notebook  the function the student writes
 `check_normalized_style_loss`  05        (1, N, H, W), target Gram (1, N, N) -> scalar (Choi & Kim)
 `check_rgb_to_yiq`             07        (B, 3, H, W) -> (B, 3, H, W), RGB -> YIQ
 =============================  ========  =====================================================
+
+Later cells run on the student's own piece: `yours_or_library(yours, passed, library)` gives the
+student's function where its check passed, else the library's with a one-line notice, so that the
+notebook runs from top to bottom either way.
 """
 
 from __future__ import annotations
@@ -327,6 +331,31 @@ def check_normalized_style_loss(fn: Callable[[torch.Tensor, torch.Tensor], torch
          lambda f, a: (losses.gram_matrix(f, normalize=True) / f.shape[1] - a).pow(2).sum() / a.pow(2).sum()),
     ])
     return _check(fn, spec)
+
+
+def library_loss_and_grad(net: Any, layer: str, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The library's answer to notebook 2's exercise: the content loss of x (1, 3, H, W) at `layer`
+    against target (1, N, h, w), back-propagated into x.grad. -> the loss, shape ()."""
+    loss = losses.content_loss(net.extract(x, [layer])[layer], target).sum()
+    loss.backward()
+    return loss
+
+
+def yours_or_library(yours: Callable[..., Any], passed: bool, library: Callable[..., Any]) -> Callable[..., Any]:
+    """The student's function where its self-check passed, else the library's, saying which in one line.
+
+    yours, library: functions with the same arguments and result; passed: the check's verdict
+    (``passed = selfcheck.check_...(yours)`` in the check cell).
+    """
+    if not isinstance(passed, bool):
+        raise TypeError(f"passed must be the verdict of a self-check (True or False), got {passed!r}; "
+                        f"write passed = selfcheck.check_...(your_function) in the check cell.")
+    name = getattr(yours, "__name__", "your function")
+    if passed:
+        print(f"the cells below use {name}, yours")
+        return yours
+    print(f"the cells below use the library's version until {name} passes its check above")
+    return library
 
 
 def check_rgb_to_yiq(fn: Callable[[torch.Tensor], torch.Tensor]) -> bool:

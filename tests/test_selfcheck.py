@@ -393,3 +393,23 @@ def test_loss_and_grad_with_a_mean(capsys, one_thread):
         loss.backward()
         return loss
     fails_with(capsys, selfcheck.check_loss_and_grad, mean, "you took the mean")
+
+
+def test_yours_or_library_says_which_the_cells_below_use(capsys):
+    def your_f(x):
+        return x + 1
+
+    def library_f(x):
+        return x + 2
+
+    assert selfcheck.yours_or_library(your_f, True, library_f) is your_f
+    assert "use your_f, yours" in capsys.readouterr().out
+    assert selfcheck.yours_or_library(your_f, False, library_f) is library_f
+    assert "the library's version until your_f passes its check" in capsys.readouterr().out
+    with pytest.raises(TypeError, match="passed = selfcheck.check_"):
+        selfcheck.yours_or_library(your_f, None, library_f)
+
+
+def test_the_library_loss_and_grad_passes_notebook_2s_check(capsys, one_thread):
+    assert selfcheck.check_loss_and_grad(selfcheck.library_loss_and_grad)
+    assert "✓" in capsys.readouterr().out

@@ -13,11 +13,12 @@ place it is written), of the exercises below, or of a solutions file:
 - ``course:badges``: Colab and Binder badges, a markdown cell right after the title cell;
 - ``course:colab-setup``: the first code cell: on Google Colab it fetches the course and
   installs its package, elsewhere it does nothing;
-- ``course:selfcheck``: for each core idea taught in the notebook, three cells just before
-  "## Exercises": the task, the student's function (its body between nbgrader's
-  ``### BEGIN SOLUTION`` / ``### END SOLUTION``: the instructor edition holds the solution; see
-  tools/student.py) and a ``# NBVAL_CHECK_OUTPUT`` cell calling `nstlib.selfcheck`, which
-  stores the pass line it must print;
+- ``course:selfcheck``: for each core idea taught in the notebook, three cells where the
+  notebook first uses it (before the cell its `before` names; default "## Exercises"): the
+  task, the student's function (its body between nbgrader's ``### BEGIN SOLUTION`` /
+  ``### END SOLUTION``: the instructor edition holds the solution; see tools/student.py) and
+  a ``# NBVAL_CHECK_OUTPUT`` cell calling `nstlib.selfcheck`, which stores the pass line it
+  must print;
 - ``course:solutions``: tools/solutions/<notebook stem>.md, verbatim, as a markdown cell right
   after "## Exercises" (none without that file).
 
@@ -147,10 +148,11 @@ class Exercise:
     code: str      # the function, its body between BEGIN and END
     check: str     # the self-check call (the cell's last line; it prints its verdict, and returns True/False)
     expected: str  # the line the check prints for the solution
+    before: str = "## Exercises"  # the start of the cell the three cells go before: where the piece is used
 
 
-def _ex(key: str, task: str, code: str, check: str, expected: str) -> Exercise:
-    return Exercise(key, task.strip(), code.strip(), check, expected)
+def _ex(key: str, task: str, code: str, check: str, expected: str, before: str = "## Exercises") -> Exercise:
+    return Exercise(key, task.strip(), code.strip(), check, expected, before)
 
 
 EXERCISES: dict[str, list[Exercise]] = {
@@ -170,16 +172,18 @@ def your_content_loss(F, P):
     return 0.5 * (F - P).pow(2).flatten(1).sum(1)
     ### END SOLUTION
 ''', "selfcheck.check_content_loss(your_content_loss)",
-            "✓ content_loss matches nstlib.losses.content_loss on 3 test inputs"),
+            "✓ content_loss matches nstlib.losses.content_loss on 3 test inputs",
+            before="## The optimization, written out"),
         _ex("loss-and-grad", r"""
 ### Your turn: the loss and its gradient, for the optimizer
 
-The heart of the loop written out above is the function L-BFGS-B calls at every step: the loss
-of an image and its gradient. Write the torch part of it as a function of what it uses: it
-computes the content loss of the image `x` at `layer` against `target` (the photo's features),
-$\frac12 \sum (F - P)^2$ as one number, back-propagates it into `x.grad` and returns it. The
-check runs notebook 2's loop (SciPy's L-BFGS-B) around your function on a tiny VGG-16 with
-random weights and compares the loss curve with `stylize`'s.
+The heart of the loop is the function L-BFGS-B calls at every step: the loss of an image and its
+gradient. Write its torch part as a function of what it uses: it computes the content loss of the
+image `x` at `layer` against `target` (the photo's features), $\frac12 \sum (F - P)^2$ as one
+number, back-propagates it into `x.grad` and returns it (the plain loss: the loop below does any
+scaling itself). The check runs the loop below (SciPy's L-BFGS-B) around your function on a tiny
+VGG-16 with random weights and compares the loss curve with `stylize`'s; then the loop runs on your
+function.
 """, '''
 def your_loss_and_grad(net, layer, x, target):
     """One evaluation: x (1, 3, H, W) requires grad, target (1, N, h, w) -> the loss, shape (); fills x.grad."""
@@ -191,7 +195,8 @@ def your_loss_and_grad(net, layer, x, target):
     ### END SOLUTION
 ''', "selfcheck.check_loss_and_grad(your_loss_and_grad)",
             "✓ loss_and_grad gives the same 5-step L-BFGS-B loss curve as nstlib.stylize.stylize "
-            "(tiny random VGG-16, relu2_2, 32 px)"),
+            "(tiny random VGG-16, relu2_2, 32 px)",
+            before="# The whole method: your loss_and_grad inside SciPy's L-BFGS-B"),
     ],
     "03_style_reconstruction": [
         _ex("gram-matrix", r"""
@@ -210,7 +215,8 @@ def your_gram_matrix(F):
     return F @ F.transpose(1, 2)
     ### END SOLUTION
 ''', "selfcheck.check_gram_matrix(your_gram_matrix)",
-            "✓ gram_matrix matches nstlib.losses.gram_matrix on 3 test inputs"),
+            "✓ gram_matrix matches nstlib.losses.gram_matrix on 3 test inputs",
+            before="# Your E_l on a real layer"),
         _ex("style-loss", r"""
 ### Your turn: the style loss of one layer, with its normalisation
 
@@ -227,7 +233,8 @@ def your_style_loss(F, S):
     return ((G - A) ** 2).sum() / (4 * N**2 * M**2)
     ### END SOLUTION
 ''', "selfcheck.check_style_loss(your_style_loss)",
-            "✓ style_loss matches nstlib.losses.style_loss on 3 test inputs"),
+            "✓ style_loss matches nstlib.losses.style_loss on 3 test inputs",
+            before="# Your E_l on a real layer"),
     ],
     "05_normalized_losses": [
         _ex("normalized-style-loss", r"""
@@ -238,7 +245,7 @@ In a run the painting's Gram matrices are computed once and stored *per position
 layer from the generated image's features `F` `(1, N, H, W)` and that stored target:
 $\lVert G - A \rVert_F^2 / \lVert A \rVert_F^2$ with $G$ per position as well, one number.
 The check compares with `nstlib.losses.normalized_style_loss`, on feature maps whose size is not
-the painting's.
+the painting's; the cells after it use your function on the network's features.
 """, '''
 def your_normalized_style_loss(F, A):
     """F: (1, N, H, W) features, A: (1, N, N) the target Gram per position -> the loss, shape ()."""
@@ -247,7 +254,8 @@ def your_normalized_style_loss(F, A):
     return ((G - A) ** 2).sum() / (A ** 2).sum()
     ### END SOLUTION
 ''', "selfcheck.check_normalized_style_loss(your_normalized_style_loss)",
-            "✓ normalized_style_loss matches nstlib.losses.normalized_style_loss on 3 test inputs"),
+            "✓ normalized_style_loss matches nstlib.losses.normalized_style_loss on 3 test inputs",
+            before="# Your normalized style loss on a real layer"),
     ],
     "07_beyond_the_paper": [
         _ex("rgb-to-yiq", r"""
@@ -321,6 +329,14 @@ def _exercises_index(cells: list[dict[str, Any]], name: str) -> int:
     raise SystemExit(f"{name}: no markdown cell starting '## Exercises': cannot place the exercises' cells.")
 
 
+def _index_of(cells: list[dict[str, Any]], start: str, name: str) -> int:
+    """The first cell (not a generated one) whose source starts with `start`."""
+    for i, cell in enumerate(cells):
+        if not is_generated(cell) and _source(cell).startswith(start):
+            return i
+    raise SystemExit(f"{name}: no cell starting {start!r}: cannot place an exercise's cells before it.")
+
+
 def update_notebook(nb: dict[str, Any], name: str, url: str, solutions_dir: Path = SOLUTIONS) -> dict[str, Any]:
     """nb with every generated cell removed and the current ones inserted; `name` is the file name."""
     stem = Path(name).stem
@@ -330,12 +346,15 @@ def update_notebook(nb: dict[str, Any], name: str, url: str, solutions_dir: Path
     head = [markdown_cell("course-badges", TAG_BADGES, badges_markdown(url, name)),
             code_cell("course-colab-setup", TAG_SETUP, colab_setup_source(url))]
     cells = cells[:1] + head + cells[1:]
+    _exercises_index(cells, name)   # every notebook ends with its exercises
+    for ex in EXERCISES.get(stem, []):   # each where its piece is first used (default: before the exercises)
+        at = _index_of(cells, ex.before, name)
+        cells = cells[:at] + exercise_cells(ex) + cells[at:]
     at = _exercises_index(cells, name)
-    yours = [cell for ex in EXERCISES.get(stem, []) for cell in exercise_cells(ex)]
     solution_file = solutions_dir / f"{stem}.md"
     after = [markdown_cell("course-solutions", TAG_SOLUTIONS, solution_file.read_text(encoding="utf-8").rstrip("\n"))] \
         if solution_file.is_file() else []
-    cells = cells[:at] + yours + [cells[at]] + after + cells[at + 1:]
+    cells = cells[:at + 1] + after + cells[at + 1:]
     return {**nb, "cells": cells}
 
 

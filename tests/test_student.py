@@ -186,7 +186,7 @@ def test_student_edition_runs_and_every_self_check_says_not_written(name, tmp_pa
     monkeypatch.setenv("NSTLIB_SMOKE", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
     source = ROOT / "notebooks" / name
-    expected = len(CC.EXERCISES[source.stem])
+    expected = len(CC.EXERCISES.get(source.stem, []))   # notebook 4 has none yet: it must still run
     nb, seconds = run_student_edition(source, tmp_path)
     print(f"{name}: student edition in smoke mode, {seconds:.1f} s")
     checks = selfcheck_cells(nb)

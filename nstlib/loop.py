@@ -2,11 +2,10 @@
 
 What a "step" is: one evaluation of the loss and its gradient (one forward and one backward
 pass of the network), for both optimizers, so that their budgets measure the same work. Adam
-makes one update per evaluation. L-BFGS is SciPy's L-BFGS-B (Byrd, Lu, Nocedal & Zhu 1995, the
-optimizer of Gatys' own code and of most implementations since): the pixels are bounded to
-[0, 1] natively, and a line search makes every iteration lower the loss, so that no step rule,
-overshoot guard or loss rescaling is needed and both precisions follow the same path. A
-line search sometimes evaluates the loss twice in one iteration; each evaluation is a step.
+makes one update per evaluation. L-BFGS (the paper's optimizer) is `nstlib.lbfgs`: L-BFGS with
+the pixels bounded to [0, 1] and a backtracking line search, in torch on the image's device, so
+that every iteration lowers the loss and both precisions follow the same path. A line search
+sometimes evaluates the loss twice in one iteration; each evaluation is a step.
 """
 
 from __future__ import annotations
@@ -20,11 +19,10 @@ from enum import Enum
 from typing import Any, Callable
 
 import numpy as np
-import scipy.optimize
 import torch
 import torch.nn.functional as F
-from threadpoolctl import threadpool_limits
 
+from nstlib import lbfgs
 from nstlib.images import load_image, resize
 from nstlib.losses import Objective
 from nstlib.precision import Precision, extract
@@ -32,29 +30,12 @@ from nstlib.vgg import VGGFeatures
 
 #: Steps over which the loss's fall per step is measured against RunSettings.tolerance.
 CONVERGENCE_WINDOW = 20
-#: L-BFGS-B's memory: how many of the last (step, gradient change) pairs shape its curvature estimate.
-#: SciPy's default is 10; 20 ends the fast preset lower for a little more time per step (docs/speed.md, round 7).
-LBFGS_MEMORY = 20
-#: L-BFGS-B's first trial from a start is a plain gradient step of length 1 (it has no curvature
-#: yet), and these losses are 1e5-1e11: every pixel went to 0 or 1, a rejected trial and one or
-#: two evaluations lost at each scale. Each run's loss is multiplied by a number fixed at its
-#: first evaluation so that that trial moves no pixel by more than FIRST_STEP.
-FIRST_STEP = 0.3
-
-
-def first_step_factor(grad: torch.Tensor) -> float:
-    """What L-BFGS-B's loss is multiplied by so that its first trial, a step of -factor * grad,
-    moves no pixel by more than FIRST_STEP. grad: the gradient at the start (any shape)."""
-    largest = float(grad.abs().max())
-    return FIRST_STEP / largest if largest > 0 else 1.0
-
-
 class StopOptimization(Exception):
     """Raise from a callback to end a run early; the best image so far is returned."""
 
 
 class _EndScale(Exception):
-    """Raised inside L-BFGS-B's loss function to leave SciPy's minimize: the scale is over."""
+    """Raised inside L-BFGS's loss function to leave `lbfgs.minimize`: the scale is over."""
 
 
 class StopReason(str, Enum):
@@ -110,7 +91,7 @@ class Loop:
     net: VGGFeatures
     precision: Precision
     optimizer: str
-    lr: float  # Adam's step; L-BFGS-B finds its own by a line search
+    lr: float  # Adam's step; L-BFGS finds its own by a line search
     callback: Callable[[StepInfo], bool | None] | None
     callback_every: int
     stop: threading.Event | None
@@ -145,7 +126,7 @@ class Loop:
         """`steps` optimizer steps from x at one scale; best holds its lowest-loss image; sets stop_reason
         if the run must end.
 
-        Every image evaluated stays in [0, 1] (L-BFGS-B's bounds; Adam's step is clamped): every
+        Every image evaluated stays in [0, 1] (L-BFGS's bounds; Adam's step is clamped): every
         loss recorded, and so the best image kept, is that of an image the user can get. With
         `tolerance`, the scale ends sooner once its lowest loss falls by less than `tolerance`
         (relative) per step over the last CONVERGENCE_WINDOW steps.
@@ -165,22 +146,20 @@ class Loop:
 
     def _run_lbfgs(self, scale: int, x: torch.Tensor, objective: Objective, best: BestImage, steps: int,
                    tolerance: float | None) -> None:
-        """SciPy's L-BFGS-B from x, bounds [0, 1]; each call of its loss function is one step.
+        """L-BFGS with bounds [0, 1] from x (`nstlib.lbfgs`); each evaluation of the loss is one step.
 
-        SciPy works on a flat float64 copy on the host; the network sees float32 (B, 3, h, w) on
-        x's device. The loss function leaves minimize by raising _EndScale when the steps are
-        done or the run must end. When L-BFGS-B ends by itself (its line search finds no lower
-        point, or the gradient is zero), it starts again from the best image while that helps;
-        when a start no longer lowers the loss, the scale is over.
+        The loss function leaves `lbfgs.minimize` by raising _EndScale when the steps are done or
+        the run must end. When the line search finds no lower point, L-BFGS starts again from
+        the best image with a fresh memory while that helps; when a start no longer lowers the
+        loss, the scale is over.
         """
-        shape, device = x.shape, x.device
         done_here = 0
         # The losses that draw random positions or directions (mmd-gaussian, sliced) draw the same
-        # ones at every evaluation of one L-BFGS-B run: a fixed function, which a line search needs
+        # ones at every evaluation of one L-BFGS run: a fixed function, which a line search needs
         # (with new draws every evaluation a texture ended at twice the colour distance).
         draws = objective.generator.get_state() if objective.generator is not None else None
 
-        def loss_and_grad(flat: np.ndarray) -> tuple[float, np.ndarray]:
+        def loss_and_grad(pixels: torch.Tensor) -> tuple[float, torch.Tensor]:
             nonlocal done_here
             if done_here >= steps:
                 raise _EndScale
@@ -189,7 +168,7 @@ class Loop:
             if self.stop is not None and self.stop.is_set():
                 self.end(StopReason.REQUEST, "stopped by request")
                 raise _EndScale
-            xt = torch.from_numpy(flat.reshape(shape)).to(device=device, dtype=torch.float32).requires_grad_(True)
+            xt = pixels.detach().requires_grad_(True)
             total = self.record(scale, objective, xt, best)
             total.sum().backward()
             done_here += 1
@@ -197,33 +176,18 @@ class Loop:
             self.bar.update(1)
             if self._after_step(scale, done_here, steps, xt) or self._converged(done_here, tolerance):
                 raise _EndScale
-            grad = xt.grad.to("cpu", torch.float64)
-            if not factor:  # this run's first evaluation: its start
-                factor.append(first_step_factor(grad))
-            return float(total.detach().sum()) * factor[0], (grad * factor[0]).numpy().ravel()
+            return float(total.detach().sum()), xt.grad
 
-        start = x.detach().to("cpu", torch.float64).numpy().ravel()
-        factor: list[float] = []  # what SciPy's loss is multiplied by, during one run (FIRST_STEP)
+        start = x.detach()
         while True:
-            factor.clear()
             lowest = float(best.loss.sum())
             try:
-                # ftol = gtol = 0: only our step budget and tolerance end a scale, not SciPy's own tests.
-                # One BLAS thread for L-BFGS-B's vector algebra: SciPy's OpenBLAS threads otherwise spin
-                # on the cores torch's convolutions need (measured: a 256 px step 30-40 % slower).
-                with threadpool_limits(limits=1, user_api="blas"):
-                    scipy.optimize.minimize(loss_and_grad, start, jac=True, method="L-BFGS-B",
-                                            bounds=scipy.optimize.Bounds(0.0, 1.0),
-                                            options=dict(maxcor=LBFGS_MEMORY, ftol=0.0, gtol=0.0,
-                                                         maxiter=10 * steps + 10, maxfun=10 * steps + 10))
+                lbfgs.minimize(loss_and_grad, start)
             except _EndScale:
                 return
-            # L-BFGS-B ended by itself: its line search found no lower point (the loss is at its floor
-            # for these draws, or at float precision's). Start again from the best image with a fresh
-            # memory, and new draws, as long as the last start still lowered the loss.
             if not float(best.loss.sum()) < lowest:
                 break
-            start = best.image.to("cpu", torch.float64).numpy().ravel()
+            start = best.image
             if draws is not None:  # and new draws
                 draws = objective.generator.get_state()
         if scale == self.n_scales - 1 and self.stop_reason is None:
@@ -291,7 +255,7 @@ class Loop:
 
     def _after_step(self, scale: int, done_here: int, steps: int, x: torch.Tensor) -> bool:
         """Checks, the progress bar and the callback after a step; True if the run must end."""
-        # L-BFGS-B reads the loss every step anyway; Adam need not, so it checks every 10 steps.
+        # L-BFGS reads the loss every step anyway; Adam need not, so it checks every 10 steps.
         check_every = 1 if self.optimizer == "lbfgs" else 10
         if scale == 0 and done_here == 1:
             start = float(self._totals[0].sum())

@@ -11,9 +11,9 @@ The estimate counts, for a batch of B images of H x W up to the deepest layer us
   a conv keeps its input, a ReLU its output), in the network's precision (2 bytes in
   bfloat16, 4 in float32), and max pooling's indices (8 bytes per output);
 - the layers the losses read, as float32 copies, twice (the features and the Gram's input);
-- the image, its gradient and the optimizer state: L-BFGS-B keeps 2 x its memory
-  (`loop.LBFGS_MEMORY`) vectors of the image's size and a few more, in float64 on the host;
-  Adam two in float32;
+- the image, its gradient and the optimizer state: L-BFGS keeps 2 x its memory
+  (`lbfgs.MEMORY`) vectors of the image's size and a few more, in float32 on the image's
+  device; Adam two;
 - the largest activation three more times, for the backward pass's temporaries;
 - 150 MiB that does not grow with the image.
 Measured on the CPU (peak RSS over the process before the run, VGG-16, Gatys loss, L-BFGS, 110
@@ -28,7 +28,7 @@ from typing import Sequence
 
 import torch
 
-from nstlib.loop import LBFGS_MEMORY
+from nstlib import lbfgs
 
 #: What a run holds besides what scales with the image: targets, autocast's weight copies, allocator slack.
 FIXED_BYTES = 150 * 2**20
@@ -57,8 +57,8 @@ def estimate_bytes(net, hw: tuple[int, int], layers: Sequence[str], *, batch: in
             if row.name in layers:
                 total += 2 * 4 * n
     total += 3 * largest * elt
-    if optimizer == "lbfgs":  # SciPy's L-BFGS-B: 2m pairs, its work arrays and the x, g copies, float64
-        total += (2 * LBFGS_MEMORY + 9) * 8 * image + 3 * 4 * image
+    if optimizer == "lbfgs":  # 2m pairs, and x, g, the direction, the trial and its gradient, the masks
+        total += (2 * lbfgs.MEMORY + 12) * 4 * image
     else:
         total += (4 + 3) * 4 * image
     return int(total + FIXED_BYTES)

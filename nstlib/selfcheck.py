@@ -18,7 +18,7 @@ What each check compares with, in the notation of the notebook that teaches it:
 check                          notebook  the function the student writes
 =============================  ========  =====================================================
 `check_content_loss`           02        (B, N, H, W), (B, N, H, W) -> (B,): 1/2 sum (F - P)^2
-`check_loss_and_grad`          02        the loss and its gradient for L-BFGS-B (content)
+`check_loss_and_grad`          02        the loss and its gradient for L-BFGS (content)
 `check_gram_matrix`            03        (B, C, H, W) -> (B, C, C): G = F F^T, no loops
 `check_style_loss`             03        (1, N, H, W), (1, N, H, W) -> scalar E_l (Gatys)
 `check_normalized_style_loss`  05        (1, N, H, W), target Gram (1, N, N) -> scalar (Choi & Kim)
@@ -40,8 +40,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from nstlib import color, losses
-from nstlib.loop import FIRST_STEP, LBFGS_MEMORY
+from nstlib import color, lbfgs, losses
 
 PASS = "✓"
 FAIL = "✗"
@@ -404,11 +403,11 @@ def _noise() -> torch.Tensor:
 
 
 def check_loss_and_grad(fn: Callable[..., Any]) -> bool:
-    """fn(net, layer, x, target): one evaluation for L-BFGS-B -> the content loss (a 0-d tensor).
+    """fn(net, layer, x, target): one evaluation for L-BFGS -> the content loss (a 0-d tensor).
 
     It computes 1/2 sum (F - P)^2 of x's features at `layer` against `target`, back-propagates
     it into x.grad and returns it. Checked on a tiny random VGG-16: the loss and gradient at the
-    start, then notebook 2's loop (SciPy's L-BFGS-B) around fn against `stylize` (the library's
+    start, then notebook 2's loop (`lbfgs.minimize`) around fn against `stylize` (the library's
     loop) for CLOSURE_STEPS evaluations.
     """
     name = "loss_and_grad"
@@ -421,7 +420,7 @@ def check_loss_and_grad(fn: Callable[..., Any]) -> bool:
     except Exception as error:  # noqa: BLE001 - the student's mistake becomes a hint
         return _say(False, name, f"raised {type(error).__name__}: {error}")
     if loss is None:
-        return _say(False, name, "returns None: return the loss, L-BFGS-B needs its value")
+        return _say(False, name, "returns None: return the loss, L-BFGS needs its value")
     if not isinstance(loss, torch.Tensor):
         return _say(False, name, f"returned {type(loss).__name__}, expected the loss as a torch.Tensor (not .item())")
     if loss.numel() != 1:
@@ -443,43 +442,34 @@ def check_loss_and_grad(fn: Callable[..., Any]) -> bool:
                                  "from x itself (not x.detach(), not under torch.no_grad())")
     if not _close(x.grad, ref_x.grad):
         return _say(False, name, "x.grad is not the gradient of the loss you return: back-propagate that loss")
-    mine = _scipy_loop(lambda x: fn(net, CLOSURE_LAYER, x, target))
+    mine = _notebook_loop(lambda x: fn(net, CLOSURE_LAYER, x, target))
     library = _library_curve()
     if mine is None or not _close(torch.tensor(mine), library):
         k = next((i for i, (a, b) in enumerate(zip(mine or [], library.tolist())) if not math.isclose(a, b, rel_tol=1e-3)), 0)
         return _say(False, name, f"the loss curve leaves stylize's at step {k + 1}: does your function use only "
                                  f"its arguments (net, layer, x, target), not notebook variables?")
-    return _say(True, name, f"gives the same {CLOSURE_STEPS}-step L-BFGS-B loss curve as nstlib.stylize.stylize "
+    return _say(True, name, f"gives the same {CLOSURE_STEPS}-step L-BFGS loss curve as nstlib.stylize.stylize "
                             f"(tiny random VGG-16, {CLOSURE_LAYER}, {CLOSURE_SIZE} px)")
 
 
-def _scipy_loop(loss_of: Callable[[torch.Tensor], torch.Tensor]) -> list[float] | None:
-    """Notebook 2's loop around loss_of(x): SciPy's L-BFGS-B on the pixels, bounds [0, 1].
+def _notebook_loop(loss_of: Callable[[torch.Tensor], torch.Tensor]) -> list[float] | None:
+    """Notebook 2's loop around loss_of(x): `lbfgs.minimize` on the pixels, bounds [0, 1].
 
     Returns the losses of the first CLOSURE_STEPS evaluations, or None if loss_of failed.
     """
-    import scipy.optimize
-
-    shape = (1, 3, CLOSURE_SIZE, CLOSURE_SIZE)
     seen: list[float] = []
 
-    scale = 1.0
-
-    def loss_and_grad(pixels):
-        x = torch.from_numpy(pixels).float().view(shape).requires_grad_(True)
+    def loss_and_grad(x: torch.Tensor) -> tuple[float, torch.Tensor]:
+        x = x.detach().requires_grad_(True)
         loss = loss_of(x)
         seen.append(loss.item())
-        return scale * loss.item(), scale * x.grad.double().flatten().numpy()
+        return loss.item(), x.grad
 
     try:
-        start = _noise().double().flatten().numpy()
-        _, grad = loss_and_grad(start)  # the gradient at the start sets the loss's scale, as in notebook 2
-        scale, seen[:] = FIRST_STEP / float(abs(grad).max()), []
-        scipy.optimize.minimize(loss_and_grad, start, jac=True, method="L-BFGS-B", bounds=scipy.optimize.Bounds(0, 1),
-                                options={"maxfun": CLOSURE_STEPS, "maxcor": LBFGS_MEMORY})
+        lbfgs.minimize(loss_and_grad, _noise(), steps=CLOSURE_STEPS)
     except Exception:  # noqa: BLE001 - reported by the caller as a different curve
         return None
-    return seen[:CLOSURE_STEPS] if len(seen) >= CLOSURE_STEPS else None
+    return seen if len(seen) == CLOSURE_STEPS else None
 
 
 @lru_cache(maxsize=1)

@@ -34,7 +34,7 @@ from nstlib.style_losses import STYLE_LOSSES
 from nstlib.vgg import GATYS_CONTENT_LAYERS, GATYS_STYLE_LAYERS, preset_name
 
 OPTIMIZERS = ("lbfgs", "adam")
-DEFAULT_LR = {"adam": 0.02}  # L-BFGS-B has no step length to set: its line search finds one
+DEFAULT_LR = {"adam": 0.02}  # L-BFGS has no step length to set: its line search finds one
 INITS = ("noise", "content", "style")
 POOLINGS = ("avg", "max")
 PRESETS = ("fast", "draft", "paper")
@@ -85,7 +85,7 @@ class RunSettings:
         0.5 +- noise_level / 2 (1: uniform in [0, 1]). The optimizer removes only what the loss
         sees, so the part of the noise a layer is blind to stays in the result: 0.02 gives a
         nearly flat start and cleaner content reconstructions (notebook 2).
-    optimizer: "lbfgs" (SciPy's L-BFGS-B, bounds [0, 1], a line search) or "adam"; lr: Adam's
+    optimizer: "lbfgs" (L-BFGS, bounds [0, 1], a line search: `nstlib.lbfgs`) or "adam"; lr: Adam's
         learning rate (None: `DEFAULT_LR`); L-BFGS takes none.
     steps: steps per scale, or one number per scale; a step is one evaluation of the loss and
         its gradient, for both optimizers.
@@ -240,7 +240,7 @@ class RunSettings:
                      for k in unknown]
             raise ValueError(f"unknown run settings {', '.join(hints)}; the settings are {', '.join(names)}.")
         values = {k: v for k, v in d.items() if k in names and v is not None}
-        if values.get("optimizer", "lbfgs") == "lbfgs":  # records from before L-BFGS-B gave L-BFGS an lr
+        if values.get("optimizer", "lbfgs") == "lbfgs":  # records from before the line search gave L-BFGS an lr
             values.pop("lr", None)
         init = values.get("init")
         if isinstance(init, str) and init.startswith("<"):

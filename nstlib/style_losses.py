@@ -21,7 +21,7 @@ and transfers style. Besides "gram" (`nstlib.losses.style_loss`), `style_loss=` 
   C random unit directions, sort each projection, compare the sorted values whole (mean squared
   difference; the style's quantiles interpolated when it has another number of positions).
   Fresh directions every evaluation, drawn from the objective's seeded generator (Adam; an
-  L-BFGS-B run keeps its draws while its line search works, `nstlib.loop`).
+  L-BFGS run keeps its draws while its line search works, `nstlib.loop`).
 
 Each `StyleTarget` is computed once from the style image's features (statistics, not a Gram)
 and evaluates its loss on a batch: features (B, C, H, W) -> (B,). `energy()` is the loss of an

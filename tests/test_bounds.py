@@ -2,7 +2,7 @@
 
 Unbounded, L-BFGS drifts out of [0, 1]: the loss it reports (of the unclamped iterate) keeps
 falling while the clamped picture the user gets gets worse, and a longer run returned a worse
-picture than a shorter one (issue 23). L-BFGS-B's bounds keep every evaluated image inside.
+picture than a shorter one (issue 23). L-BFGS's bounds keep every evaluated image inside.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def test_tolerance_is_checked():
 
 
 def test_a_longer_run_never_returns_a_higher_loss(random_vgg16):
-    # L-BFGS-B is deterministic and its line search only accepts lower losses: a run of more steps
+    # L-BFGS is deterministic and its line search only accepts lower losses: a run of more steps
     # repeats the shorter one's evaluations first, so its returned (lowest) loss is never higher.
     g = torch.Generator().manual_seed(3)
     photo, painting = torch.rand(1, 3, 48, 48, generator=g), torch.rand(1, 3, 48, 48, generator=g)
@@ -129,7 +129,7 @@ def test_the_loss_reported_is_the_returned_pictures(random_vgg16):
 
 @pytest.mark.parametrize("style_loss", ["sliced", "mmd-gaussian"])
 def test_a_loss_that_draws_new_samples_every_step_runs_all_its_steps(random_vgg16, style_loss):
-    # These losses change a little from one evaluation to the next, so L-BFGS-B's line search can
+    # These losses change a little from one evaluation to the next, so L-BFGS's line search can
     # find no lower point long before the end; the loop then starts again from the best image
     # (it ended after about half the steps before).
     g = torch.Generator().manual_seed(4)
@@ -140,10 +140,10 @@ def test_a_loss_that_draws_new_samples_every_step_runs_all_its_steps(random_vgg1
 
 
 def test_the_first_trial_of_each_scale_moves_no_pixel_by_more_than_first_step(random_vgg16):
-    """L-BFGS-B's first trial is a gradient step of length 1; unscaled (losses of 1e5 and more) it
-    sent every pixel to 0 or 1 and the line search threw it away. The loss SciPy sees is scaled
-    so that this trial moves no pixel by more than FIRST_STEP, at every scale."""
-    from nstlib import loop
+    """L-BFGS knows no curvature at a start, so its first trial is a gradient step; of length 1
+    (losses of 1e5 and more) it would send every pixel to 0 or 1. It moves no pixel by more than
+    lbfgs.FIRST_STEP, at every scale."""
+    from nstlib import lbfgs
 
     g = torch.Generator().manual_seed(0)
     photo, painting = torch.rand(1, 3, 48, 48, generator=g), torch.rand(1, 3, 48, 48, generator=g)
@@ -152,11 +152,4 @@ def test_the_first_trial_of_each_scale_moves_no_pixel_by_more_than_first_step(ra
             callback=lambda info: seen.append(info.image.clone()), callback_every=1, **SMALL)
     for start, first_trial in (seen[0], seen[1]), (seen[4], seen[5]):
         moved = float((first_trial - start).abs().max())
-        assert 0 < moved <= loop.FIRST_STEP + 1e-6, moved
-
-
-def test_first_step_factor():
-    from nstlib.loop import FIRST_STEP, first_step_factor
-
-    assert first_step_factor(torch.tensor([[2.0, -8.0]])) == pytest.approx(FIRST_STEP / 8)
-    assert first_step_factor(torch.zeros(3)) == 1.0  # a zero gradient: nothing to scale
+        assert 0 < moved <= lbfgs.FIRST_STEP + 1e-6, moved

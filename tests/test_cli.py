@@ -421,7 +421,7 @@ def test_the_readme_command_lines_parse():
 
 
 def test_lr_with_lbfgs_is_refused_with_a_hint(images, tmp_path, capsys):
-    # L-BFGS-B finds its step length by a line search: an lr would be silently ignored.
+    # L-BFGS finds its step length by a line search: an lr would be silently ignored.
     content, style = images
     code = main(["stylize", str(content), str(style), "-o", str(tmp_path / "out.png"), "--size", "48", "--steps", "3",
                  "--no-progress", *WEIGHTS, "--lr", "0.5"])

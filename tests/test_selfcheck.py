@@ -289,7 +289,7 @@ def hand_loss_and_grad(net, layer, x, target):
 
 def test_loss_and_grad_passes(capsys, one_thread):
     ok, line = verdict(capsys, selfcheck.check_loss_and_grad, hand_loss_and_grad)
-    assert ok and "same 5-step L-BFGS-B loss curve as nstlib.stylize.stylize" in line, line
+    assert ok and "same 5-step L-BFGS loss curve as nstlib.stylize.stylize" in line, line
 
     def with_library(net, layer, x, target):
         loss = losses.content_loss(net.extract(x, [layer])[layer], target).sum()

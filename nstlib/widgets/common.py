@@ -67,13 +67,13 @@ def paper_scale(net: VGGFeatures, style_layers: tuple[str, ...]) -> float:
 
 def _warm_up(weights: str, pooling: str, device: str) -> None:
     """Pay, once per process and in the background, what the first run would pay before its
-    first preview: building a torch optimizer imports torch._dynamo (1-3 s on a laptop),
+    first preview: building a torch optimizer (Adam) imports torch._dynamo (1-3 s on a laptop),
     matplotlib loads its fonts, the first forward and backward passes set up their kernels, and
     the α/β scale of the default layer set is calibrated (a 256 px pair: about 1 s on 2 cores).
     A run started meanwhile does not wait for the import: it loads its images and targets
     meanwhile; one started during the calibration waits for its result (it needs the same)."""
     try:
-        torch.optim.LBFGS([torch.zeros(1, requires_grad=True)])
+        torch.optim.Adam([torch.zeros(1, requires_grad=True)])
         Figure(figsize=(1, 1)).savefig(BytesIO(), format="png")
         if not RunController.started_any.is_set():  # else it would only compete with that run
             net = _extractor(weights, pooling, device)

@@ -177,11 +177,11 @@ def your_content_loss(F, P):
         _ex("loss-and-grad", r"""
 ### Your turn: the loss and its gradient, for the optimizer
 
-The heart of the loop is the function L-BFGS-B calls at every step: the loss of an image and its
+The heart of the loop is the function L-BFGS calls at every step: the loss of an image and its
 gradient. Write its torch part as a function of what it uses: it computes the content loss of the
 image `x` at `layer` against `target` (the photo's features), $\frac12 \sum (F - P)^2$ as one
-number, back-propagates it into `x.grad` and returns it (the plain loss: the loop below does any
-scaling itself). The check runs the loop below (SciPy's L-BFGS-B) around your function on a tiny
+number, back-propagates it into `x.grad` and returns it. The check runs the loop below
+(`lbfgs.minimize`) around your function on a tiny
 VGG-16 with random weights and compares the loss curve with `stylize`'s; then the loop runs on your
 function.
 """, '''
@@ -194,9 +194,9 @@ def your_loss_and_grad(net, layer, x, target):
     return loss
     ### END SOLUTION
 ''', "selfcheck.check_loss_and_grad(your_loss_and_grad)",
-            "✓ loss_and_grad gives the same 5-step L-BFGS-B loss curve as nstlib.stylize.stylize "
+            "✓ loss_and_grad gives the same 5-step L-BFGS loss curve as nstlib.stylize.stylize "
             "(tiny random VGG-16, relu2_2, 32 px)",
-            before="# The whole method: your loss_and_grad inside SciPy's L-BFGS-B"),
+            before="# The whole method: your loss_and_grad inside L-BFGS with bounds"),
     ],
     "03_style_reconstruction": [
         _ex("gram-matrix", r"""

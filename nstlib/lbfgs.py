@@ -11,9 +11,9 @@ evaluation of the loss and its gradient; when the arithmetic (bfloat16) or the c
 misleads, the line search holds the loss down.
 
 Why not SciPy's L-BFGS-B (the library's optimizer before this one): it works on a float64 copy
-on the host (two copies and about 15 ms of host algebra per step at 256 px), and its Wolfe line
-search spends evaluations on a curvature condition; this one took the fast preset at 256 px to
-within 5 % of the plain loop's best loss in 44 s where L-BFGS-B took 53 s (docs/speed.md, round 8).
+on the host (two copies and its algebra there at every step), and its Wolfe line search spends
+evaluations on a curvature condition; this one reaches a given loss sooner on the same machine
+(docs/speed.md, round 8, has the measurements).
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ C1 = 1e-4
 MAX_BACKTRACKS = 10
 #: A start has no curvature yet: its first trial moves no pixel by more than FIRST_STEP.
 FIRST_STEP = 0.3
-#: How many of the last (step, gradient change) pairs shape the curvature estimate: 50 ends the
-#: fast preset 0.4-1 % lower than 20; the two-loop recursion then costs 7.5 ms of a 170 ms step at
-#: 256 px on 2 cores (docs/speed.md, round 8).
+#: How many of the last (step, gradient change) pairs shape the curvature estimate: 50 ended the
+#: fast preset lower than 20, for a two-loop recursion that stays a small part of a step
+#: (docs/speed.md, round 8).
 MEMORY = 50
 
 LossAndGrad = Callable[[torch.Tensor], "tuple[float, torch.Tensor]"]
@@ -73,7 +73,7 @@ class History:
 def minimize(loss_and_grad: LossAndGrad, x: torch.Tensor, *, steps: int | None = None, memory: int = MEMORY,
              lower: float = 0.0, upper: float = 1.0) -> torch.Tensor:
     """Lower loss_and_grad from x (any shape, inside [lower, upper]); returns the last point the
-    line search took (the lowest loss of the run), shaped as x. x itself is not changed.
+    line search took (every step it takes lowers the loss), shaped as x. x itself is not changed.
 
     loss_and_grad(x) -> (loss as a float, its gradient, a tensor of x's shape). Every call is one
     evaluation (one step). The run ends after `steps` evaluations (None: no limit), when the

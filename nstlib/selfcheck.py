@@ -17,6 +17,7 @@ What each check compares with, in the notation of the notebook that teaches it:
 =============================  ========  =====================================================
 check                          notebook  the function the student writes
 =============================  ========  =====================================================
+`selfcheck_vgg.check_extract`  02        VGG's features up to the deepest layer asked for
 `check_content_loss`           02        (B, N, H, W), (B, N, H, W) -> (B,): 1/2 sum (F - P)^2
 `check_loss_and_grad`          02        the loss and its gradient for L-BFGS (content)
 `check_gram_matrix`            03        (B, C, H, W) -> (B, C, C): G = F F^T, no loops

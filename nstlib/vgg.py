@@ -134,17 +134,17 @@ class VGGFeatures(nn.Module):
         self.features.load_state_dict(loaded.state_dict, assign=True)
         self.requires_grad_(False)
         self.eval()
-        if loaded.convention == "caffe":
-            scale, offset, flip = (255.0,) * 3, W.CAFFE_MEAN_BGR, True
+        # (x - mean) / std per channel, as torchvision's transforms.Normalize and notebook 2's
+        # Normalization module write it (so that the two give the same features to the last bit)
+        if loaded.convention == "caffe":  # BGR, 0..255, minus the mean: (x_bgr - mean / 255) / (1 / 255)
+            mean, std, flip = tuple(m / 255.0 for m in W.CAFFE_MEAN_BGR), (1.0 / 255.0,) * 3, True
         elif loaded.convention == "torchvision":
-            scale = tuple(1.0 / s for s in W.IMAGENET_STD)
-            offset = tuple(m / s for m, s in zip(W.IMAGENET_MEAN, W.IMAGENET_STD))
-            flip = False
+            mean, std, flip = W.IMAGENET_MEAN, W.IMAGENET_STD, False
         else:
             raise ValueError(f"unknown input convention {loaded.convention!r}; expected one of {', '.join(W.CONVENTIONS)}.")
         self._flip = flip
-        self.register_buffer("_scale", torch.tensor(scale).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("_offset", torch.tensor(offset).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     # -- the report line ----------------------------------------------------------------
     def describe(self) -> str:
@@ -194,7 +194,7 @@ class VGGFeatures(nn.Module):
         """(B, 3, H, W) RGB [0, 1] -> what the weights expect."""
         if self._flip:
             x = x.flip(1)
-        return x * self._scale - self._offset
+        return (x - self._mean) / self._std
 
     def extract(self, x: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
         """Run only up to the deepest requested layer. x: (B, 3, H, W) -> {name: (B, C, H_l, W_l)}."""

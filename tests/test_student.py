@@ -132,20 +132,20 @@ def test_an_exercise_goes_where_its_piece_is_first_used():
 EXERCISES = [(stem, ex) for stem, exs in CC.EXERCISES.items() for ex in exs]
 
 
-def run_exercise(code: str, check: str) -> tuple[str, Any]:
+def run_exercise(code: str, check: str, module: str = "selfcheck") -> tuple[str, Any]:
     """Run an exercise's function cell and check call as the notebook does; returns (printed, value)."""
     namespace: dict[str, Any] = {"torch": torch, "losses": losses}   # the notebooks' imports
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         exec(code, namespace)
-        exec("from nstlib import selfcheck", namespace)
+        exec(f"from nstlib import {module}", namespace)
         value = eval(check, namespace)
     return out.getvalue(), value
 
 
 @pytest.mark.parametrize("stem, ex", EXERCISES, ids=[f"{s[:2]}-{e.key}" for s, e in EXERCISES])
 def test_the_solution_passes_its_self_check(stem, ex, one_thread):
-    printed, value = run_exercise(ex.code, ex.check)
+    printed, value = run_exercise(ex.code, ex.check, ex.module)
     assert value is True and printed == ex.expected + "\n", printed
     stored = CC.exercise_cells(ex)[2]["outputs"]
     assert [o["text"] for o in stored] == [[printed]], "nbval compares these: the verdict line, no bare True under it"
@@ -153,7 +153,7 @@ def test_the_solution_passes_its_self_check(stem, ex, one_thread):
 
 @pytest.mark.parametrize("stem, ex", EXERCISES, ids=[f"{s[:2]}-{e.key}" for s, e in EXERCISES])
 def test_the_stub_is_not_written_yet(stem, ex, one_thread):
-    printed, value = run_exercise(S.stub_solutions(ex.code), ex.check)
+    printed, value = run_exercise(S.stub_solutions(ex.code), ex.check, ex.module)
     assert value is False and "not written yet (NotImplementedError)" in printed, printed
 
 

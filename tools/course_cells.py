@@ -149,14 +149,43 @@ class Exercise:
     check: str     # the self-check call (the cell's last line; it prints its verdict, and returns True/False)
     expected: str  # the line the check prints for the solution
     before: str = "## Exercises"  # the start of the cell the three cells go before: where the piece is used
+    module: str = "selfcheck"     # the nstlib module whose check the check cell calls
 
 
-def _ex(key: str, task: str, code: str, check: str, expected: str, before: str = "## Exercises") -> Exercise:
-    return Exercise(key, task.strip(), code.strip(), check, expected, before)
+def _ex(key: str, task: str, code: str, check: str, expected: str, before: str = "## Exercises",
+        module: str = "selfcheck") -> Exercise:
+    return Exercise(key, task.strip(), code.strip(), check, expected, before, module)
 
 
 EXERCISES: dict[str, list[Exercise]] = {
     "02_content_reconstruction": [
+        _ex("extract", r"""
+### Your turn: the features of the layers you ask for
+
+Write the function your extractor calls at every step. `x` (already normalized) goes through the
+modules of `features` in order, and module `i` is named `names[i]`. Keep the output of each
+module whose name is in `layers`, in a dict `{name: output}`, and stop after the deepest of them:
+the modules after it cost time at every step of the optimization and give nothing. `layers` may
+come in any order. Leave the outputs attached to the graph (no `torch.no_grad()`, no `.detach()`):
+the optimization needs the gradient through them. The check compares your function with the
+library's `VGGFeatures.extract` on a tiny VGG-16 with random weights, counts the modules you run,
+and says what differs.
+""", '''
+def your_extract(features, names, x, layers):
+    """x (B, 3, H, W), normalized; features[i] is named names[i] -> {layer: (B, C, h, w)} for each of layers."""
+    ### BEGIN SOLUTION
+    last = max(names.index(name) for name in layers)
+    out = {}
+    for i in range(last + 1):
+        x = features[i](x)
+        if names[i] in layers:
+            out[names[i]] = x
+    return out
+    ### END SOLUTION
+''', "selfcheck_vgg.check_extract(your_extract)",
+            "✓ extract matches nstlib.vgg.VGGFeatures.extract on 3 layer sets (tiny random VGG-16) and stops at "
+            "the deepest layer",
+            before="# Your extractor: the normalization, then your extract", module="selfcheck_vgg"),
         _ex("content-loss", r"""
 ### Your turn: the content loss, one value per image
 
@@ -306,7 +335,7 @@ def exercise_cells(ex: Exercise) -> list[dict[str, Any]]:
     """The three cells of one exercise: the task, the function, the self-check (with its stored pass line)."""
     # Assigned, so that the cell shows the verdict line only, no bare True under it (a trailing ";"
     # does not hide it under nbval, which runs cells outside IPython's history).
-    check = f"{CHECK}\nfrom nstlib import selfcheck\n\npassed = {ex.check}"
+    check = f"{CHECK}\nfrom nstlib import {ex.module}\n\npassed = {ex.check}"
     return [markdown_cell(f"course-{ex.key}-task", TAG_SELFCHECK, ex.task),
             code_cell(f"course-{ex.key}-code", TAG_SELFCHECK, ex.code),
             code_cell(f"course-{ex.key}-check", TAG_SELFCHECK, check, printed=ex.expected)]

@@ -14,17 +14,18 @@ that still raises NotImplementedError (the student edition's stub) gets
 
 What each check compares with, in the notation of the notebook that teaches it:
 
-=============================  ========  =====================================================
-check                          notebook  the function the student writes
-=============================  ========  =====================================================
-`selfcheck_vgg.check_extract`  02        VGG's features up to the deepest layer asked for
-`check_content_loss`           02        (B, N, H, W), (B, N, H, W) -> (B,): 1/2 sum (F - P)^2
-`check_loss_and_grad`          02        the loss and its gradient for L-BFGS (content)
-`check_gram_matrix`            03        (B, C, H, W) -> (B, C, C): G = F F^T, no loops
-`check_style_loss`             03        (1, N, H, W), (1, N, H, W) -> scalar E_l (Gatys)
-`check_normalized_style_loss`  05        (1, N, H, W), target Gram (1, N, N) -> scalar (Choi & Kim)
-`check_rgb_to_yiq`             07        (B, 3, H, W) -> (B, 3, H, W), RGB -> YIQ
-=============================  ========  =====================================================
+=====================================  ========  ==========================================================
+check                                  notebook  the function the student writes
+=====================================  ========  ==========================================================
+`selfcheck_vgg.check_extract`          02        VGG's features up to the deepest layer asked for
+`check_content_loss`                   02        (B, N, H, W), (B, N, H, W) -> (B,): 1/2 sum (F - P)^2
+`check_loss_and_grad`                  02        the loss and its gradient for L-BFGS (content)
+`check_gram_matrix`                    03        (B, C, H, W) -> (B, C, C): G = F F^T, no loops
+`check_style_loss`                     03        (1, N, H, W), (1, N, H, W) -> scalar E_l (Gatys)
+`selfcheck_transfer.check_total_loss`  04        alpha * content + beta * sum_l E_l / L, Gram / M
+`check_normalized_style_loss`          05        (1, N, H, W), target Gram (1, N, N) -> scalar (Choi & Kim)
+`check_rgb_to_yiq`                     07        (B, 3, H, W) -> (B, 3, H, W), RGB -> YIQ
+=====================================  ========  ==========================================================
 
 Later cells run on the student's own piece: `yours_or_library(yours, passed, library)` gives the
 student's function where its check passed, else the library's with a one-line notice, so that the

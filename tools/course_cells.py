@@ -265,6 +265,32 @@ def your_style_loss(F, S):
             "✓ style_loss matches nstlib.losses.style_loss on 3 test inputs",
             before="# Your E_l on a real layer"),
     ],
+    "04_gatys_style_transfer": [
+        _ex("total-loss", r"""
+### Your turn: the total loss
+
+Write the one new piece of the transfer, the loss it lowers. `F`, `P`: the features of the image
+and of the photo at the content layer, `(1, N, H, W)`. `G`, `A`: lists with one Gram matrix per
+style layer, of the image and of the painting, each `(N_l, N_l)` and already divided by the number
+of positions $M_l$ (`gram` below). Return one number,
+$\alpha \mathcal L_\text{content} + \beta \mathcal L_\text{style}$, with
+$\mathcal L_\text{content} = \frac12 \sum (F - P)^2$ and $\mathcal L_\text{style} = \sum_l w_l E_l$:
+$w_l = 1/L$ for $L$ style layers and $E_l = \frac{1}{4 N_l^2} \sum (G_l - A_l)^2$ (the paper's
+$\frac{1}{4 N_l^2 M_l^2}$, with $M_l$ already inside the Gram matrices). The check compares your
+function with the reference on three small inputs and names the usual mistakes; the transfer
+below runs on it.
+""", '''
+def your_total_loss(F, P, G, A, alpha, beta):
+    """F, P: (1, N, H, W); G, A: lists of (N_l, N_l) Gram matrices / M_l, one per style layer -> shape ()."""
+    ### BEGIN SOLUTION
+    content = 0.5 * ((F - P) ** 2).sum()
+    style = sum(((g - a) ** 2).sum() / (4 * g.shape[0] ** 2) for g, a in zip(G, A)) / len(G)
+    return alpha * content + beta * style
+    ### END SOLUTION
+''', "selfcheck_transfer.check_total_loss(your_total_loss)",
+            "✓ total_loss matches alpha * content + beta * sum_l w_l E_l on 3 test inputs (1 to 3 style layers)",
+            before="# 2. The transfer: your total loss", module="selfcheck_transfer"),
+    ],
     "05_normalized_losses": [
         _ex("normalized-style-loss", r"""
 ### Your turn: the normalized style loss, from a stored target

@@ -26,7 +26,7 @@ from typing import Sequence
 
 from nstlib import __version__
 from nstlib.cli_options import (COLOR_METHODS, PRESERVE_COLORS, PRESETS, SETTING_OPTIONS, WEIGHTS_HELP,  # noqa: F401
-                                UsageError, _positive_int, _size, parse_layers)
+                                UsageError, _positive_int, _size, _weight, parse_layers)
 
 PROG = "nstlib"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -81,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
         if group not in groups:
             groups[group] = s.add_argument_group(group)
         groups[group].add_argument(flag, dest=field, default=argparse.SUPPRESS, **kw)
+    groups["loss"].add_argument(
+        "--ratio", type=_ratio, default=None, metavar="R",
+        help="gatys: alpha/beta on the paper's scale, as in the notebooks and the panel (e.g. 1e-3, the paper's): "
+        "beta = 1, alpha = K * R, K = r*/1e-3 of the loaded network and style layers (nstlib.paper_scale; "
+        "notebook 4); instead of --alpha/--beta")
     g = s.add_argument_group("output")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--save-every", type=_positive_int, default=None, metavar="N",
@@ -141,6 +146,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
 
 
+def _ratio(text: str) -> float:
+    value = _weight(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected alpha/beta on the paper's scale, a number > 0 such as 1e-3, got {text!r}")
+    return value
+
+
 def _cmd_stylize(args: argparse.Namespace) -> int:
     """Check the files, build the run's settings, load the network, run, save: each a step below."""
     styles: list[str] = args.style
@@ -156,6 +168,13 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
 
     device = pick_device(settings.device)
     net = load_vgg(settings.weights, pooling=settings.pooling or "avg", device=device)
+    if args.ratio is not None:  # the paper's scale needs the network: K is measured on it
+        from nstlib import paper_scale
+        from nstlib.vgg import style_layer_preset
+
+        layers = settings.style_layers
+        names = style_layer_preset(layers, net.arch) if isinstance(layers, str) else tuple(layers)
+        settings = settings.replace(**paper_scale.weights(net, args.ratio, names))
     settings = settings.replace(precision=resolve_precision(settings.precision, device), device=str(device))
     _print_header(args, styles, settings, net, device, content_hw)
     callback = None
@@ -191,6 +210,9 @@ def _run_settings(args: argparse.Namespace):
     if not 0 <= seed < 2**63:
         raise UsageError(f"--seed must be from 0 to 2**63 - 1 (9223372036854775807), got {seed}")
     variant = given.get("variant", base.variant)
+    if args.ratio is not None and (variant != "gatys" or "alpha" in given or "beta" in given):
+        raise UsageError("--ratio sets alpha and beta of the gatys variant (beta = 1, alpha = K * R): give it "
+                         "without --alpha/--beta and --variant normalized (whose weight is --lambda-os)")
     if variant != base.variant:  # the other variant's weights do not carry over
         base = base.replace(variant=variant, alpha=None, beta=None, lambda_os=None)
     try:  # the variant and its weights: a usage error, said as the library says it

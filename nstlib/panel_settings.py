@@ -141,7 +141,7 @@ class PanelSettings:
     def run_settings(self, paper_scale: float = 1.0) -> RunSettings:
         """The run: `RunSettings.preset(self.preset, self.size)` with the panel's controls over it.
 
-        paper_scale: K of the loaded network (`widgets.common.paper_scale`, r* / 1e-3): the gatys
+        paper_scale: K of the loaded network (`nstlib.paper_scale.scale`, r* / 1e-3): the gatys
         run's alpha/beta is `alpha_over_beta * K`, so that the control reads on the paper's scale
         (1e-3: photo and painting in balance). 1.0 takes the control as the raw loss's alpha/beta.
 

@@ -426,3 +426,32 @@ def test_lr_with_lbfgs_is_refused_with_a_hint(images, tmp_path, capsys):
     code = main(["stylize", str(content), str(style), "-o", str(tmp_path / "out.png"), "--size", "48", "--steps", "3",
                  "--no-progress", *WEIGHTS, "--lr", "0.5"])
     assert code != 0 and "line search" in capsys.readouterr().err
+
+
+def test_ratio_is_alpha_over_beta_on_the_papers_scale(images, tmp_path, capsys, monkeypatch):
+    # --ratio R: beta = 1, alpha = K * R with K of the loaded network and the run's style layers,
+    # the convention of the notebooks and the panel (nstlib.paper_scale).
+    from nstlib import paper_scale
+    seen = []
+    monkeypatch.setattr(paper_scale, "scale", lambda net, layers: seen.append((net.arch, tuple(layers))) or 82.0)
+    content, style = images
+    out = tmp_path / "paper.png"
+    assert main(["stylize", str(content), str(style), "-o", str(out), *FAST, "--ratio", "1e-3",
+                 "--style-layers", "relu1_1,relu2_1"]) == 0, capsys.readouterr().err
+    s = json.loads(out.with_suffix(".json").read_text())["settings"]
+    assert s["alpha"] == pytest.approx(82.0 * 1e-3) and s["beta"] == 1.0
+    assert seen == [("vgg16", ("relu1_1", "relu2_1"))]
+    assert main(["stylize", str(content), str(style), "-o", str(out), *FAST, "--ratio", "1e-4"]) == 0
+    assert seen[-1] == ("vgg16", ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")), "the preset's layers"
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--ratio", "1e-3", "--alpha", "1"], "--ratio sets alpha and beta of the gatys variant"),
+    (["--ratio", "1e-3", "--variant", "normalized"], "--ratio sets alpha and beta of the gatys variant"),
+    (["--ratio", "0"], "expected alpha/beta on the paper's scale, a number > 0"),
+    (["--ratio", "-1"], "expected a finite number >= 0"),
+])
+def test_ratio_errors_say_what_to_give(images, tmp_path, capsys, extra, message):
+    content, style = images
+    code, line = run_error(capsys, ["stylize", str(content), str(style), "-o", str(tmp_path / "x.png"), *FAST, *extra])
+    assert code == 2 and message in line, line

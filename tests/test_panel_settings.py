@@ -101,7 +101,7 @@ def test_old_saved_panel_json_without_preset_loads_with_the_default():
 
 
 def test_alpha_over_beta_is_on_the_papers_scale_given_the_networks_factor():
-    # K = r* / 1e-3 of the loaded network (widgets.common.paper_scale): the run's alpha/beta is the control's times K.
+    # K = r* / 1e-3 of the loaded network (nstlib.paper_scale.scale): the run's alpha/beta is the control's times K.
     rs = PanelSettings(alpha_over_beta=1e-4).run_settings(82.0)
     assert rs.alpha / rs.beta == pytest.approx(1e-4 * 82.0)
     assert PanelSettings(alpha_over_beta=1e-4).run_settings().alpha / PanelSettings(alpha_over_beta=1e-4).run_settings().beta \

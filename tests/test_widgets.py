@@ -351,20 +351,22 @@ def test_fast_runs_coarse_to_fine(monkeypatch):
 def test_gatys_run_is_calibrated_to_the_loaded_network(panel, monkeypatch):
     # The α/β control reads on the paper's scale: the run's alpha/beta is it times K = r* / 1e-3
     # of the network (notebook 4's anchoring), computed once per network and layer set.
-    from nstlib import data, losses
+    import weakref
+
+    from nstlib import data, losses, paper_scale
     from nstlib.widgets import common
     # Computed here, not taken from the cache: the background warm-up of the session's first
     # panel calibrates too, and may have done so while another test had moved the image folder.
-    monkeypatch.setattr(common, "_scales", {})
+    monkeypatch.setattr(paper_scale, "_scales", weakref.WeakKeyDictionary())
     panel.ratio.value = 1e-4
     assert panel.run() and panel.wait(WAIT)
     assert panel.error is None, panel.message
     net = common._extractor(WEIGHTS, "avg", "cpu")
     layers = tuple(panel.settings()["style_weights"])
-    photo, _ = data.load_or_fallback("tubingen", size=common.CALIBRATION_SIZE)
-    painting, _ = data.load_or_fallback("starry_night", size=common.CALIBRATION_SIZE)
-    k = losses.balance_ratio(net, photo, painting, style_layers=list(layers)) / common.PAPER_RATIO
-    assert common.paper_scale(net, layers) == pytest.approx(k, rel=1e-5)
+    photo, _ = data.load_or_fallback("tubingen", size=paper_scale.CALIBRATION_SIZE)
+    painting, _ = data.load_or_fallback("starry_night", size=paper_scale.CALIBRATION_SIZE)
+    k = losses.balance_ratio(net, photo, painting, style_layers=list(layers)) / paper_scale.PAPER_RATIO
+    assert paper_scale.scale(net, layers) == pytest.approx(k, rel=1e-5)
     s = panel.result.settings
     assert s["alpha"] / s["beta"] == pytest.approx(1e-4 * k, rel=1e-5)
 
@@ -372,10 +374,14 @@ def test_gatys_run_is_calibrated_to_the_loaded_network(panel, monkeypatch):
 def test_warm_up_calibrates_the_default_layer_set(monkeypatch, panel):
     # The first run's first preview would otherwise wait for the calibration (a 256 px pair, about
     # 1 s on 2 cores: notebook 6's "first preview in under 1 s" failed on it in a CI run).
+    import weakref
+
+    from nstlib import paper_scale
     from nstlib.runner import RunController
     from nstlib.widgets import common
     monkeypatch.setattr(RunController, "started_any", threading.Event())  # as in a fresh kernel
-    monkeypatch.setattr(common, "_scales", {})
+    monkeypatch.setattr(paper_scale, "_scales", weakref.WeakKeyDictionary())
     common._warm_up(WEIGHTS, "avg", "cpu")
     net = common._extractor(WEIGHTS, "avg", "cpu")
-    assert list(common._scales) == [(id(net), tuple(panel.settings()["style_weights"]))]
+    assert list(paper_scale._scales) == [net]
+    assert list(paper_scale._scales[net]) == [tuple(panel.settings()["style_weights"])]

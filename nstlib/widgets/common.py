@@ -14,7 +14,7 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image, UnidentifiedImageError
 
-from nstlib import data, losses
+from nstlib import data, paper_scale
 from nstlib.images import load_image, to_pil
 from nstlib.runner import RunController
 from nstlib.stylize import stylize
@@ -39,32 +39,6 @@ def _extractor(weights: str, pooling: str, device: str) -> VGGFeatures:
         return _nets[key]
 
 
-#: The paper's alpha/beta for its figures. The panel's α/β control is on the paper's scale: its
-#: 1e-3 is put where the loaded network balances a photo and a painting (notebook 4's r*).
-PAPER_RATIO = 1e-3
-#: The size (longest side, px) of the reference pair that calibrates the scale, once per network.
-CALIBRATION_SIZE = 256
-_scales: dict[tuple[int, tuple[str, ...]], float] = {}
-
-
-def paper_scale(net: VGGFeatures, style_layers: tuple[str, ...]) -> float:
-    """K = r* / 1e-3 of `net`: the panel's α/β times K is the alpha/beta its run uses.
-
-    r* (`losses.balance_ratio`) of the course's reference pair, Tübingen and The Starry Night, at
-    CALIBRATION_SIZE px, content relu4_2, `style_layers` weighted equally. Calibrated per network
-    and layer set only, not per image, size or weight: so the guided tour still shows how the raw
-    loss's balance moves between paintings and sizes (notebooks 5 and 6).
-    """
-    key = (id(net), tuple(style_layers))
-    with _nets_lock:
-        if key not in _scales:
-            photo, _ = data.load_or_fallback("tubingen", size=CALIBRATION_SIZE)
-            painting, _ = data.load_or_fallback("starry_night", size=CALIBRATION_SIZE)
-            r_star = losses.balance_ratio(net, photo, painting, style_layers=list(style_layers))
-            _scales[key] = r_star / PAPER_RATIO
-        return _scales[key]
-
-
 def _warm_up(weights: str, pooling: str, device: str) -> None:
     """Pay, once per process and in the background, what the first run would pay before its
     first preview: building a torch optimizer (Adam) imports torch._dynamo (1-3 s on a laptop),
@@ -79,7 +53,7 @@ def _warm_up(weights: str, pooling: str, device: str) -> None:
             net = _extractor(weights, pooling, device)
             img = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
             stylize(img, img, extractor=net, device=device, steps=1, progress=False)
-            paper_scale(net, style_layer_preset("gatys", net.arch))
+            paper_scale.scale(net, style_layer_preset("gatys", net.arch))
     except Exception:  # a real run reports any problem in the panel
         pass
 

@@ -31,7 +31,7 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from nstlib import data
+from nstlib import data, paper_scale
 from nstlib._io import atomic_group, atomic_write, ensure_folder
 from nstlib.devices import pick_device
 from nstlib.panel_settings import CPU_SIZE, GPU_SIZE, PAPER_STEPS, PanelSettings
@@ -39,7 +39,7 @@ from nstlib.runner import RunController, Throttle
 from nstlib.settings import FAST_STEPS
 from nstlib.stylize import StepInfo, StyleResult, stylize
 from nstlib.weights import ENV_VAR
-from nstlib.widgets.common import _extractor, _png, _start_warm_up, paper_scale
+from nstlib.widgets.common import _extractor, _png, _start_warm_up
 from nstlib.widgets.tuning_controls import TuningControls
 
 
@@ -191,7 +191,7 @@ class TuningPanel(TuningControls):
         if notes:
             self._note(" ".join(notes))
         # The α/β control is on the paper's scale: calibrated to this network (notebook 4's r*).
-        scale = paper_scale(net, tuple(s.style_weights)) if s.variant == "gatys" else 1.0
+        scale = paper_scale.scale(net, tuple(s.style_weights)) if s.variant == "gatys" else 1.0
         run = s.run_settings(scale)  # ValueError if every style layer is off with the normalized loss
         styles: Any = style
         if s.style2:  # two paintings: the second's share of the Gram targets is the slider's

@@ -26,7 +26,7 @@ from typing import Sequence
 
 from nstlib import __version__
 from nstlib.cli_options import (COLOR_METHODS, PRESERVE_COLORS, PRESETS, SETTING_OPTIONS, WEIGHTS_HELP,  # noqa: F401
-                                UsageError, _positive_int, _size, _weight, parse_layers)
+                                UsageError, _positive_int, _ratio, _size, parse_layers)
 
 PROG = "nstlib"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -144,13 +144,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             _error(_one_line(e))
         return EXIT_FAILED
-
-
-def _ratio(text: str) -> float:
-    value = _weight(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"expected alpha/beta on the paper's scale, a number > 0 such as 1e-3, got {text!r}")
-    return value
 
 
 def _cmd_stylize(args: argparse.Namespace) -> int:

@@ -54,6 +54,14 @@ def _weight(text: str) -> float:
     return value
 
 
+def _ratio(text: str) -> float:
+    """--ratio: alpha/beta on the paper's scale (nstlib.paper_scale), a number > 0."""
+    value = _weight(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected alpha/beta on the paper's scale, a number > 0 such as 1e-3, got {text!r}")
+    return value
+
+
 def _noise_level(text: str) -> float:
     try:
         value = float(text)

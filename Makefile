@@ -129,12 +129,13 @@ bench-step: $(STAMP)
 
 # Slides: every notebook's figures as 200 dpi PNGs in $(SLIDES_DIR) (index.html and index.md list
 # them with their section) and screenshots of the tuning panel and the layer explorer taken in
-# JupyterLab with headless Chromium. NSTLIB_MODE decides the sizes: cpu (the default; about as
-# long as make lectures, 16 min on 2 cores) or gpu (the paper's). SLIDES_NOTEBOOKS=notebooks/04_...
-# chooses notebooks; SLIDES_WIDGETS=--no-widgets skips the screenshots (2 min).
+# JupyterLab with headless Chromium. The run mode decides the sizes: by default the device's, as
+# in class (gpu on a GPU machine: the paper's sizes, every transfer >= 256 px; cpu without one: the
+# CPU lecture's, about as long as make lectures); NSTLIB_MODE=cpu|gpu forces one.
+# SLIDES_NOTEBOOKS=notebooks/04_... chooses notebooks; SLIDES_WIDGETS=--no-widgets skips the screenshots.
 SLIDES_DIR       ?= build/slides
 SLIDES_NOTEBOOKS ?= notebooks
-SLIDES_MODE      ?= $(or $(NSTLIB_MODE),cpu)
+SLIDES_MODE      ?= $(NSTLIB_MODE)
 SLIDES_WIDGETS   ?= --widgets
 # The shared test weights and images where this checkout has them, else the user's settings.
 SLIDES_DATA      := $(if $(wildcard $(SHARED_WEIGHTS)),$(if $(NSTLIB_WEIGHTS),,NSTLIB_WEIGHTS='caffe:$(SHARED_WEIGHTS)')) \

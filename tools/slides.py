@@ -6,10 +6,11 @@
 (``make slides`` runs it; ``SLIDES_NOTEBOOKS=...`` chooses notebooks.) Each notebook is executed
 from top to bottom with nbclient in a kernel whose inline figures are 200 dpi PNGs (a temporary
 IPYTHONDIR whose ipython_kernel_config.py sets ``InlineBackend.print_figure_kwargs``), in the run
-mode the environment says: ``NSTLIB_MODE=cpu`` (the lecture's CPU sizes; make slides' default)
-or ``gpu`` (the paper's sizes). Every image/png output becomes
-``OUT/<NN>_<section>_<k>.png`` (NN: the notebook's number, section: the slug of the `## `
-heading above the figure, k: the figure's number in that section). ``OUT/<NN>.json`` records
+mode the environment says: by default the device's (gpu on a GPU machine: the paper's sizes,
+every transfer at 256 px or more; cpu without one: the CPU lecture's sizes, the transfer grids at
+128 px), or the one ``NSTLIB_MODE=cpu|gpu`` forces. The run prints which, and what it means.
+Every image/png output becomes ``OUT/<NN>_<section>_<k>.png`` (NN: the notebook's number,
+section: the slug of the `## ` heading above the figure, k: the figure's number in that section). ``OUT/<NN>.json`` records
 each figure's notebook, section and nearest sentence, and ``OUT/index.html`` and ``OUT/index.md``
 list every figure in OUT (those of notebooks run earlier too).
 
@@ -459,9 +460,25 @@ def notebook_paths(args: Iterable[str]) -> list[Path]:
     return sorted({p.resolve() for p in paths})
 
 
-def run_info() -> str:
+def run_mode() -> str:
+    """The mode the notebooks will run in (nstlib.course.mode: NSTLIB_MODE, NSTLIB_SMOKE, the device)."""
+    from nstlib import course  # imports torch: only when a run starts
+
+    return course.mode(verbose=False).name
+
+
+def mode_note(mode: str) -> str:
+    """What the mode means for the slides' sizes, in one line."""
+    if mode == "gpu":
+        return "mode gpu: the paper's sizes (every transfer at 256 px or more)"
+    if mode == "cpu":
+        return ("mode cpu (no GPU found): the CPU lecture's sizes (transfer grids at 128 px); for slides at 256 px "
+                "or more run make slides on a GPU machine (Colab will do), where the mode is gpu")
+    return f"mode {mode}: tiny images, pictures not meaningful"
+
+
+def run_info(mode: str) -> str:
     """One line: when, which mode, which weights."""
-    mode = os.environ.get("NSTLIB_MODE") or ("smoke" if os.environ.get("NSTLIB_SMOKE") else "chosen by the device")
     weights = os.environ.get("NSTLIB_WEIGHTS") or "torchvision's VGG-19"
     return f"Written {time.strftime('%Y-%m-%d %H:%M')} by tools/slides.py; mode {mode}; weights {weights}; {DPI} dpi."
 
@@ -482,6 +499,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     paths, problems = notebook_paths(args.notebooks), []
+    mode = run_mode()
+    print(f"slides: {mode_note(mode)}", flush=True)
     with tempfile.TemporaryDirectory(prefix="nst-slides-ipython-") as ipython_dir:
         for path in paths:
             t0 = time.monotonic()
@@ -498,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"slides: {len(shots)} widget screenshots in {time.monotonic() - t0:.0f} s", flush=True)
         except Exception as e:  # the figures are written: say why the screenshots are not
             problems.append(f"widget screenshots: {type(e).__name__}: {e}")
-    figures = write_index(out, run_info())
+    figures = write_index(out, run_info(mode))
     print(f"slides: {len(figures)} PNGs listed in {out / 'index.html'} (and index.md)")
     for p in problems:
         print(f"slides: FAILED: {p}", file=sys.stderr)

@@ -467,7 +467,12 @@ def test_normalize_network(random_vgg16, pooling):
         for name in relus:
             alive = orig_means[name] > 0
             assert alive.float().mean() > 0.5, name  # most channels are alive: the test means something
-            assert torch.allclose(new_means[name][alive], torch.ones(int(alive.sum())), rtol=1e-3), name
+            # A channel that barely fires is divided by a tiny mean, which magnifies float32 rounding,
+            # and that differs between CPUs (relu5_3, max pooling, on an AVX2-only CPU: a mean of 1e-5
+            # where the median is 1.5e-2 came out at 1.0014): 1e-3 for the clearly alive, 1e-2 for all.
+            clear = orig_means[name] > 1e-2 * orig_means[name][alive].median()
+            assert torch.allclose(new_means[name][clear], torch.ones(int(clear.sum())), rtol=1e-3), name
+            assert torch.allclose(new_means[name][alive], torch.ones(int(alive.sum())), rtol=1e-2), name
             assert torch.all(new_means[name][~alive] == 0), name
 
         # Every layer is the original divided by a positive per-channel factor: the mean of the

@@ -13,7 +13,7 @@ machine gives the same picture whatever else the machine is doing. In order:
 2. a GPU: bfloat16 where it computes bfloat16 natively (NVIDIA Ampere and later), else float32;
 3. a CPU: bfloat16 where oneDNN may use native bfloat16 instructions (AVX-512 BF16 or AMX, and
    ``ONEDNN_MAX_CPU_ISA`` does not forbid them), else float32: a CPU without them emulates
-   bfloat16, many times slower (a 96 px run on a 2-core AVX2-only EPYC: over 20x float32's time);
+   bfloat16, many times slower than float32;
 4. anything else (Apple MPS, ...): float32.
 """
 
@@ -62,7 +62,7 @@ def resolve_precision(precision: str | Precision, device: torch.device) -> Preci
         if device.type == "mps":
             raise ValueError("precision='bfloat16' is not supported on Apple MPS here; use 'float32' or 'auto'.")
         note = ("as asked" if native_bfloat16(device) else
-                "as asked; no native bfloat16 here: emulated, many times slower than float32 (20x on one AVX2 CPU)")
+                "as asked; no native bfloat16 here: emulated, many times slower than float32")
         return Precision("bfloat16", note)
     forced = os.environ.get(ENV_VAR, "").strip().lower()
     if forced:

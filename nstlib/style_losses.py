@@ -13,9 +13,9 @@ and transfers style. Besides "gram" (`nstlib.losses.style_loss`), `style_loss=` 
   all pairs of n = `MMD_SAMPLES` positions drawn afresh (the same positions in both images when
   they have the same size): the squared distance between the two samples' mean embeddings, the
   form Li et al. write the Gram loss in, never negative. (The unbiased estimate, pairs i != j
-  only, goes below 0 where the two sets are close, and an optimizer drives it there: a transfer
-  at the command line's defaults ended at a total loss of -4e8.) Bandwidth: s^2 = the mean
-  squared distance between two of the style image's feature vectors, 2 tr(Cov), computed once.
+  only, goes below 0 where the two sets are close, and an optimizer drives it there, far below
+  any true distance.) Bandwidth: s^2 = the mean squared distance between two of the style
+  image's feature vectors, 2 tr(Cov), computed once.
 - "w2": the squared Wasserstein-2 distance between Gaussian fits (mean mu, covariance S):
   ||mu - mu'||^2 + tr(S + S' - 2 (S'^1/2 S S'^1/2)^1/2), divided by C; the matrix square root
   by coupled Newton-Schulz iterations (as crowsonkb/style-transfer-pytorch), the style's once.
@@ -226,8 +226,7 @@ class StyleTarget:
             return s["samples"].pow(2).mean((1, 2))
         generator = generator if generator is not None else torch.Generator().manual_seed(0)
         y = _sample(s["samples"], min(MMD_SAMPLES, s["samples"].shape[2]), generator).transpose(1, 2)
-        k_yy = torch.exp(-torch.cdist(y, y).pow(2) / (2 * s["bandwidth2"])).mean((1, 2))
-        return k_yy - 2 * torch.exp(-y.pow(2).sum(2) / (2 * s["bandwidth2"])).mean(1) + 1
+        return gaussian_mmd2(torch.zeros_like(y[:, :1]), y, s["bandwidth2"])   # the zero map: one point at 0
 
 
 @torch.no_grad()

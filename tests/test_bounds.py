@@ -59,15 +59,15 @@ def test_result_loss_is_the_returned_images_loss(random_vgg16):
     assert float(r.history["total"].min()) == pytest.approx(float(r.loss[0]), rel=1e-6)
 
 
-# 300 steps at 96 px: 31 s in float32 on a 2-core AVX2-only EPYC, over 600 s (the time limit) in its
-# emulated bfloat16. Where auto picks bfloat16 (native), it runs here; where bfloat16 is emulated,
-# auto never picks it, and test_pretrained.py still runs a forced bfloat16 transfer (30 steps).
+# 300 steps at 96 px: seconds in float32, past the time limit where bfloat16 is emulated (no
+# AVX-512 BF16 or AMX). Where auto picks bfloat16 (native), it runs here; where bfloat16 is
+# emulated, auto never picks it, and test_pretrained.py still runs a forced bfloat16 transfer.
 NATIVE_BF16 = native_bfloat16(torch.device("cpu"))
 
 
 @pytest.mark.pretrained
 @pytest.mark.parametrize("precision", ["float32", pytest.param("bfloat16", marks=pytest.mark.skipif(
-    not NATIVE_BF16, reason="this CPU emulates bfloat16 (no AVX-512 BF16 or AMX): over 20x float32's time"))])
+    not NATIVE_BF16, reason="this CPU emulates bfloat16 (no AVX-512 BF16 or AMX): many times float32's time"))])
 def test_a_longer_run_never_returns_a_worse_picture(pretrained_net, paper_images, precision):
     """Measured on the shared VGG-16 at 96 px before the bounds: the clamped picture's loss was
     lowest near step 150 and rose after it, while the reported loss kept falling."""

@@ -26,7 +26,7 @@ from nstlib._gram import gram as _gram_product
 from nstlib.images import resize
 from nstlib.precision import Precision, extract
 from nstlib.regions import guided_gram, region_shares, resize_masks
-from nstlib.style_losses import STYLE_LOSSES, StyleTarget, style_target
+from nstlib.style_losses import GATYS_GAIN, STYLE_LOSSES, StyleTarget, style_target
 from nstlib.vgg import VGGFeatures
 
 VARIANTS = ("gatys", "normalized")
@@ -71,8 +71,9 @@ def gram_energy(style_features: torch.Tensor) -> torch.Tensor:
     """The Gatys E_l of an all-zero feature map against this style: ||A||^2 / (4 C^2). (1, C, H, W) -> (1,)
 
     The gatys variant multiplies every other style loss (`nstlib.style_losses`) layer by layer by
-    gram_energy / its own energy, so that each equals E_l there: the same alpha/beta then gives a
-    transfer of comparable strength whichever loss compares the styles.
+    gram_energy / its own energy, so that each equals E_l there (times its `GATYS_GAIN`, where it
+    has one): the same alpha/beta then gives a transfer of comparable strength whichever loss
+    compares the styles.
     """
     a = gram_matrix(style_features.float(), normalize=True)
     return a.pow(2).flatten(1).sum(1) / (4 * a.shape[1] ** 2)
@@ -273,7 +274,8 @@ def build_objective(
     style_loss: "gram" (the above) or one of `nstlib.style_losses.STYLE_LOSSES`: the style
         image's statistics instead of its Gram matrix, one style image, no masks. Each layer's loss
         is divided by its value for an all-zero feature map, and in the gatys variant multiplied
-        by the Gram loss's value there (`gram_energy`): one alpha/beta for every loss. seed: the
+        by the Gram loss's value there (`gram_energy`) and the loss's `GATYS_GAIN`: one alpha/beta
+        for every loss. seed: the
         objective's generator (the random positions or directions those losses draw).
     """
     precision = precision or Precision("float32", "default")
@@ -375,7 +377,8 @@ def _other_style_targets(obj: Objective, extractor: VGGFeatures, style: torch.Te
         if obj.variant == "normalized":
             obj.style_scale[n] = 1.0 / energy
         else:  # on the Gram loss's scale, so that one alpha/beta means the same for every style loss
-            obj.style_scale[n] = gram_energy(feats[n]).to(energy.device) / energy
+            gain = GATYS_GAIN.get(obj.style_loss, 1.0)
+            obj.style_scale[n] = gain * gram_energy(feats[n]).to(energy.device) / energy
 
 
 def _device(module: torch.nn.Module) -> torch.device:

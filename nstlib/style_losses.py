@@ -30,8 +30,8 @@ Each `StyleTarget` is computed once from the style image's features (statistics,
 and evaluates its loss on a batch: features (B, C, H, W) -> (B,). `energy()` is the loss of an
 all-zero feature map against the target: the Gram loss's is ||A||^2, so dividing by it is Choi &
 Kim's normalization, and the same rule normalizes the other four. The gatys variant puts them on
-the Gram loss's scale instead (`nstlib.losses.gram_energy`), so that one alpha/beta gives a
-transfer of comparable strength whichever loss compares the styles.
+the Gram loss's scale instead (`nstlib.losses.gram_energy`), times `GATYS_GAIN`, so that one
+alpha/beta gives a transfer of comparable strength whichever loss compares the styles.
 """
 
 from __future__ import annotations
@@ -55,6 +55,14 @@ NS_ITERS = 15
 W2_EPS = 1e-3
 #: added to the variance before its square root in "mean-std" (a constant channel has sigma = 3e-3).
 STD_EPS = 1e-5
+#: what the gatys variant multiplies a loss by, on top of the Gram loss's scale. Equal values at
+#: the zero map do not make an equal pull near the style: a Gaussian kernel as wide as the style's
+#: spread compares mostly the features' means, so at the Gram loss's scale its transfers move
+#: the Gram statistics (`metrics.style_strength`) much less than a Gram transfer does. The gain is
+#: chosen so that its transfers at the CLI's defaults come within a factor 2 of the Gram loss's
+#: (tests/test_pretrained_style_losses.py). The normalized variant keeps every loss over its own
+#: energy, with no gain: there each loss needs its own lambda_os (notebook 8).
+GATYS_GAIN = {"mmd-gaussian": 3.0}
 
 
 def positions(features: torch.Tensor) -> torch.Tensor:
@@ -294,5 +302,5 @@ def _sliced_loss(x: torch.Tensor, s: dict[str, torch.Tensor], generator: torch.G
     return (mine - theirs).pow(2).mean((1, 2))
 
 
-__all__ = ["STYLE_LOSSES", "StyleTarget", "style_target", "mean_std", "mean_cov", "sqrtm_newton_schulz", "trace_sqrtm",
+__all__ = ["STYLE_LOSSES", "GATYS_GAIN", "StyleTarget", "style_target", "mean_std", "mean_cov", "sqrtm_newton_schulz", "trace_sqrtm",
            "sorted_projections", "random_directions", "gaussian_mmd2"]

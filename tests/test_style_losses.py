@@ -204,7 +204,8 @@ def test_objective_parts_targets_and_seeded_draws(kind, random_vgg16):
 
 @pytest.mark.parametrize("kind", OTHERS)
 def test_gatys_variant_puts_every_loss_on_the_gram_scale(kind, random_vgg16):
-    # one alpha/beta for every loss: at an all-zero feature map each layer's loss is the Gram E_l there
+    # one alpha/beta for every loss: at an all-zero feature map each layer's loss is the Gram E_l there,
+    # times the loss's gain where it has one
     layers = ["relu1_1", "relu2_1"]
     style = _image(1)
     obj = build_objective(random_vgg16, None, style, content_layers=[], style_layers=layers, style_loss=kind, seed=7)
@@ -217,7 +218,8 @@ def test_gatys_variant_puts_every_loss_on_the_gram_scale(kind, random_vgg16):
         # near, not equal: sliced's energy is the expectation over directions, mean-std and w2 add an
         # eps to the variances, mmd-gaussian draws other positions than its energy did
         rel = 0.35 if kind == "sliced" else 0.05
-        assert float(parts[f"style:{n}"]) == pytest.approx(float(gram_at_zero), rel=rel), n
+        gain = S.GATYS_GAIN.get(kind, 1.0)
+        assert float(parts[f"style:{n}"]) == pytest.approx(gain * float(gram_at_zero), rel=rel), n
     # and the normalized variant is unchanged: the loss over its own energy
     norm = build_objective(random_vgg16, None, style, content_layers=[], style_layers=layers, style_loss=kind,
                            variant="normalized", seed=7)

@@ -275,8 +275,8 @@ def build_objective(
         image's statistics instead of its Gram matrix, one style image, no masks. Each layer's loss
         is divided by its value for an all-zero feature map, and in the gatys variant multiplied
         by the Gram loss's value there (`gram_energy`) and the loss's `GATYS_GAIN`: one alpha/beta
-        for every loss. seed: the
-        objective's generator (the random positions or directions those losses draw).
+        for every loss. seed: the objective's generator (the random positions or directions those
+        losses draw).
     """
     precision = precision or Precision("float32", "default")
     if variant not in VARIANTS:

@@ -58,10 +58,12 @@ STD_EPS = 1e-5
 #: what the gatys variant multiplies a loss by, on top of the Gram loss's scale. Equal values at
 #: the zero map do not make an equal pull near the style: a Gaussian kernel as wide as the style's
 #: spread compares mostly the features' means, so at the Gram loss's scale its transfers move
-#: the Gram statistics (`metrics.style_strength`) much less than a Gram transfer does. The gain is
-#: chosen so that its transfers at the CLI's defaults come within a factor 2 of the Gram loss's
-#: (tests/test_pretrained_style_losses.py). The normalized variant keeps every loss over its own
-#: energy, with no gain: there each loss needs its own lambda_os (notebook 8).
+#: the Gram statistics (`metrics.style_strength`) much less than a Gram transfer does. The gain
+#: brings its transfers at the CLI's weights within a factor 2 of the Gram loss's at the test's
+#: size (tests/test_pretrained_style_losses.py); a larger one stalls L-BFGS on small images. It
+#: cannot make up for the sampling: at large sizes the MMD_SAMPLES positions drawn per evaluation
+#: are a small share of a shallow layer's, and the loss stays weaker. The normalized variant keeps
+#: every loss over its own energy, with no gain: there each loss needs its own lambda_os (notebook 8).
 GATYS_GAIN = {"mmd-gaussian": 3.0}
 
 

@@ -1,8 +1,8 @@
 """Every style loss from the command line, at its defaults, gives a transfer of comparable strength.
 
 The gatys variant puts each non-Gram loss on the Gram loss's scale (`nstlib.losses.gram_energy`,
-mmd-gaussian times `nstlib.style_losses.GATYS_GAIN`), so one alpha/beta serves every loss. Needs pretrained weights and the paper's images (see
-test_pretrained.py); skips otherwise. Measured values are in the comments.
+mmd-gaussian times `nstlib.style_losses.GATYS_GAIN`), so one alpha/beta serves every loss. Needs
+pretrained weights and the paper's images (see test_pretrained.py); skips otherwise. Measured values are in the comments.
 """
 
 from __future__ import annotations

@@ -154,8 +154,8 @@ class Loop:
         loss, the scale is over.
         """
         done_here = 0
-        # The losses that draw random positions or directions (mmd-gaussian, sliced) draw the same
-        # ones at every evaluation of one L-BFGS run: a fixed function, which a line search needs
+        # The loss that draws random directions (sliced) draws the same ones at every evaluation
+        # of one L-BFGS run: a fixed function, which a line search needs
         # (with new draws every evaluation a texture ended at twice the colour distance).
         draws = objective.generator.get_state() if objective.generator is not None else None
 

@@ -153,8 +153,8 @@ class Objective:
     which is what the notebooks plot.
 
     style_loss "gram" keeps Gram targets in style_targets; the others (`nstlib.style_losses`)
-    keep their statistics in style_stats, and draw their random positions or directions from
-    `generator` (seeded by build_objective, so that a run repeats).
+    keep their statistics in style_stats; "sliced" draws its random directions from `generator`
+    (seeded by build_objective, so that a run repeats).
     """
 
     variant: str
@@ -275,8 +275,7 @@ def build_objective(
         image's statistics instead of its Gram matrix, one style image, no masks. Each layer's loss
         is divided by its value for an all-zero feature map, and in the gatys variant multiplied
         by the Gram loss's value there (`gram_energy`) and the loss's `GATYS_GAIN`: one alpha/beta
-        for every loss. seed: the objective's generator (the random positions or directions those
-        losses draw).
+        for every loss. seed: the objective's generator (the random directions "sliced" draws).
     """
     precision = precision or Precision("float32", "default")
     if variant not in VARIANTS:

@@ -74,8 +74,7 @@ class RunSettings:
         energy; lambda_os defaults to 1e-2).
     style_loss: how the style is compared (`nstlib.style_losses`, notebook 8): "gram" (Gatys),
         "mean-std", "mmd-gaussian", "w2" or "sliced". The others take one style image, without
-        blends or masks; "mmd-gaussian" and "sliced" draw fresh random positions or directions
-        every step, from `seed`.
+        blends or masks; "sliced" draws fresh random directions every step, from `seed`.
     content_layers, style_layers: layer names (equal weights summing to 1) or {name: weight};
         style_layers may also name a preset, "gatys" or "choi-kim". A sequence instead of a
         number as alpha, beta, lambda_os or a layer's weight runs one image per value as a batch.

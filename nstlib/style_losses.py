@@ -9,13 +9,16 @@ and transfers style. Besides "gram" (`nstlib.losses.style_loss`), `style_loss=` 
 - "mean-std": per-channel mean and standard deviation (the statistics batch normalization and
   AdaIN use; Li et al. 2017): mean_c (mu_c - mu'_c)^2 + (sigma_c - sigma'_c)^2. It ignores how
   the channels vary together (their correlations).
-- "mmd-gaussian": MMD^2 with the Gaussian kernel exp(-||x - y||^2 / (2 s^2)), estimated over
-  all pairs of n = `MMD_SAMPLES` positions drawn afresh (the same positions in both images when
-  they have the same size): the squared distance between the two samples' mean embeddings, the
-  form Li et al. write the Gram loss in, never negative. (The unbiased estimate, pairs i != j
-  only, goes below 0 where the two sets are close, and an optimizer drives it there, far below
-  any true distance.) Bandwidth: s^2 = the mean squared distance between two of the style
-  image's feature vectors, 2 tr(Cov), computed once.
+- "mmd-gaussian": MMD^2 with the Gaussian kernel exp(-||x - y||^2 / (2 s^2)) over all pairs of
+  positions: the squared distance between the two images' mean embeddings, the form Li et al.
+  write the Gram loss in, never negative. Every position counts, in time linear in their number:
+  random Fourier features (Rahimi & Recht, NIPS 2007) make the embedding explicit,
+  phi(x) = sqrt(2/D) cos(W^T x + b) with W ~ N(0, I / s^2) (C, D) and b ~ U[0, 2 pi) (D,) drawn
+  once per target (seed 0), E[phi(x) . phi(y)] = k(x, y); the loss is ||mean phi(x_m) -
+  mean phi(s_m)||^2, the style's mean computed once. (A sample of positions covers a shrinking
+  share of a large image's, and the unbiased estimate, pairs i != j only, goes below 0 where
+  the two sets are close, where an optimizer drives it.) Bandwidth: s^2 = the mean squared
+  distance between two of the style image's feature vectors, 2 tr(Cov) (`mmd_bandwidth2`).
 - "w2": the squared Wasserstein-2 distance between Gaussian fits (mean mu, covariance S):
   ||mu - mu'||^2 + tr(S + S' - 2 (S'^1/2 S S'^1/2)^1/2), divided by C; the matrix square root
   by coupled Newton-Schulz iterations (as crowsonkb/style-transfer-pytorch), the style's once.
@@ -37,6 +40,7 @@ alpha/beta gives a transfer of comparable strength whichever loss compares the s
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -47,8 +51,10 @@ import torch.nn.functional as F
 from nstlib._gram import _Gram
 
 STYLE_LOSSES = ("gram", "mean-std", "mmd-gaussian", "w2", "sliced")
-#: positions drawn per evaluation for the Gaussian-kernel MMD (n^2 C work per layer).
-MMD_SAMPLES = 1024
+#: random Fourier features of the Gaussian-kernel MMD: D = this x C per layer of C channels (M C D
+#: work for M positions), at least MMD_MIN_FEATURES. Fewer than C leaves deep layers weakly matched.
+MMD_FEATURES = 2
+MMD_MIN_FEATURES = 128
 #: coupled Newton-Schulz iterations for the matrix square roots of "w2".
 NS_ITERS = 15
 #: added to both covariances of "w2" (times the style's mean variance), as style-transfer-pytorch does.
@@ -59,11 +65,10 @@ STD_EPS = 1e-5
 #: the zero map do not make an equal pull near the style: a Gaussian kernel as wide as the style's
 #: spread compares mostly the features' means, so at the Gram loss's scale its transfers move
 #: the Gram statistics (`metrics.style_strength`) much less than a Gram transfer does. The gain
-#: brings its transfers at the CLI's weights within a factor 2 of the Gram loss's at the test's
-#: size (tests/test_pretrained_style_losses.py); a larger one stalls L-BFGS on small images. It
-#: cannot make up for the sampling: at large sizes the MMD_SAMPLES positions drawn per evaluation
-#: are a small share of a shallow layer's, and the loss stays weaker. The normalized variant keeps
-#: every loss over its own energy, with no gain: there each loss needs its own lambda_os (notebook 8).
+#: brings its transfers at the CLI's weights within a factor 2 of the Gram loss's
+#: (tests/test_pretrained_style_losses.py); a larger one stalls L-BFGS on small images. The
+#: normalized variant keeps every loss over its own energy, with no gain: there each loss needs
+#: its own lambda_os (notebook 8).
 GATYS_GAIN = {"mmd-gaussian": 3.0}
 
 
@@ -173,11 +178,11 @@ def random_directions(c: int, generator: torch.Generator, dtype: torch.dtype = t
 
 
 def gaussian_mmd2(x: torch.Tensor, y: torch.Tensor, bandwidth2: torch.Tensor) -> torch.Tensor:
-    """MMD^2 of samples x (B, n, C) and y (1 or B, n', C) over all pairs. -> (B,)
+    """MMD^2 of samples x (B, n, C) and y (1 or B, n', C) over all pairs, exactly (n n' C work). -> (B,)
 
     mean k(x_i, x_j) + mean k(y_i, y_j) - 2 mean k(x_i, y_j), k(a, b) = exp(-||a - b||^2 / (2 bandwidth2)):
     the squared distance between the two samples' mean embeddings, >= 0, and 0 when x and y are
-    the same set of samples.
+    the same set of samples. The "mmd-gaussian" loss estimates it with `mean_fourier_features`.
     """
     def kernel_mean(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # mean over i, j of k(a_i, b_j)
         d2 = (a.pow(2).sum(2)[:, :, None] + b.pow(2).sum(2)[:, None, :] - 2 * torch.matmul(a, b.transpose(1, 2)))
@@ -187,6 +192,27 @@ def gaussian_mmd2(x: torch.Tensor, y: torch.Tensor, bandwidth2: torch.Tensor) ->
     return (kernel_mean(x, x) + kernel_mean(y, y) - 2 * kernel_mean(x, y)).clamp_min(0)
 
 
+def mmd_bandwidth2(x: torch.Tensor) -> torch.Tensor:
+    """(1, C, M) -> (): the mean squared distance between two of the M feature vectors, 2 tr(Cov)."""
+    return 2 * mean_cov(x)[1].diagonal(dim1=1, dim2=2).sum().clamp_min(1e-12)
+
+
+def fourier_features(c: int, bandwidth2: torch.Tensor | float, d: int | None = None,
+                     seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frequencies W (C, D) ~ N(0, I / bandwidth2) and phases b (D,) ~ U[0, 2 pi), from `seed`:
+    phi(x) = sqrt(2/D) cos(W^T x + b) has E[phi(x) . phi(y)] = exp(-||x - y||^2 / (2 bandwidth2))."""
+    d = max(MMD_FEATURES * c, MMD_MIN_FEATURES) if d is None else d
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(c, d, generator=g, dtype=torch.float64) / torch.as_tensor(bandwidth2, dtype=torch.float64).sqrt()
+    return w, torch.rand(d, generator=g, dtype=torch.float64) * (2 * math.pi)
+
+
+def mean_fourier_features(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(B, C, M) samples, W (C, D), b (D,) -> (B, D): the mean of phi(x_m) over the M positions."""
+    z = torch.matmul(w.t().to(x.dtype), x) + b.to(x.dtype)[:, None]                    # (B, D, M)
+    return torch.cos(z).mean(2) * math.sqrt(2.0 / w.shape[1])
+
+
 # -- the targets: computed once from the style image, a loss per evaluation --------------------
 
 @dataclass
@@ -194,8 +220,9 @@ class StyleTarget:
     """One layer's style statistics for `kind`, and its loss. Build with `style_target`.
 
     stats: mean-std {"mean" (1, C), "std" (1, C)}; w2 {"mean" (1, C), "cov" (1, C, C),
-    "root" (1, C, C): (cov + eps I)^1/2, "eps" ()}; mmd-gaussian and sliced {"samples"
-    (1, C, M'): the style image's feature vectors}, mmd-gaussian also {"bandwidth2" ()}.
+    "root" (1, C, C): (cov + eps I)^1/2, "eps" ()}; sliced {"samples" (1, C, M'): the style
+    image's feature vectors}; mmd-gaussian {"freqs" (C, D), "phases" (D,), "embedding" (1, D):
+    the style's mean Fourier features}.
     """
 
     kind: str
@@ -203,11 +230,11 @@ class StyleTarget:
 
     def loss(self, features: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """The loss of features (B, C, H, W) against this target -> (B,). `generator` draws the
-        positions ("mmd-gaussian") and directions ("sliced"); None: a fixed one (seed 0)."""
+        directions of "sliced"; None: a fixed one (seed 0)."""
         x = positions(features)
-        if x.shape[1] != self.stats[next(iter(self.stats))].shape[1]:
-            raise ValueError(f"{self.kind} style loss: features have {x.shape[1]} channels, the target "
-                             f"{self.stats[next(iter(self.stats))].shape[1]}.")
+        c = self.stats["freqs"].shape[0] if self.kind == "mmd-gaussian" else self.stats[next(iter(self.stats))].shape[1]
+        if x.shape[1] != c:
+            raise ValueError(f"{self.kind} style loss: features have {x.shape[1]} channels, the target {c}.")
         generator = generator if generator is not None else torch.Generator().manual_seed(0)
         s = {k: v.to(x.device, x.dtype) for k, v in self.stats.items()}
         if self.kind == "mean-std":
@@ -216,16 +243,16 @@ class StyleTarget:
         if self.kind == "w2":
             return _w2_loss(x, s)
         if self.kind == "mmd-gaussian":
-            return _mmd_loss(x, s, generator)
+            return (mean_fourier_features(x, s["freqs"], s["phases"]) - s["embedding"]).pow(2).sum(1)
         if self.kind == "sliced":
             return _sliced_loss(x, s, generator)
         raise ValueError(f"unknown style loss {self.kind!r}")
 
-    def energy(self, generator: torch.Generator | None = None) -> torch.Tensor:
+    def energy(self) -> torch.Tensor:
         """The loss of an all-zero feature map against the target, (1,): what the normalized
         variant (Choi & Kim) divides by. gram ||A||^2; mean-std mean(mu^2 + sigma^2);
         w2 (||mu||^2 + tr S) / C; sliced E||s||^2 / C (its expected value over directions);
-        mmd-gaussian MMD^2(style, 0) = mean_{i, j} k(s_i, s_j) - 2 mean k(s_i, 0) + 1."""
+        mmd-gaussian ||phi(0) - mean phi(s_m)||^2, phi(0) = sqrt(2/D) cos(b)."""
         s = self.stats
         if self.kind == "mean-std":
             return (s["mean"].pow(2) + s["std"].pow(2)).mean(1)
@@ -234,17 +261,20 @@ class StyleTarget:
             return (s["mean"].pow(2).sum(1) + s["cov"].diagonal(dim1=1, dim2=2).sum(1)) / c
         if self.kind == "sliced":
             return s["samples"].pow(2).mean((1, 2))
-        generator = generator if generator is not None else torch.Generator().manual_seed(0)
-        y = _sample(s["samples"], min(MMD_SAMPLES, s["samples"].shape[2]), generator).transpose(1, 2)
-        return gaussian_mmd2(torch.zeros_like(y[:, :1]), y, s["bandwidth2"])   # the zero map: one point at 0
+        at_zero = torch.cos(s["phases"]) * math.sqrt(2.0 / s["phases"].shape[0])
+        return (at_zero - s["embedding"]).pow(2).sum(1)
 
 
 @torch.no_grad()
-def style_target(kind: str, features: torch.Tensor) -> StyleTarget:
-    """The statistics of one style image's features (1, C, H, W) that the `kind` loss compares with."""
+def style_target(kind: str, features: torch.Tensor, bandwidth2: float | None = None) -> StyleTarget:
+    """The statistics of one style image's features (1, C, H, W) that the `kind` loss compares with.
+    bandwidth2: the Gaussian kernel's s^2 for "mmd-gaussian" (None: `mmd_bandwidth2` of the style)."""
     if kind not in STYLE_LOSSES or kind == "gram":
         raise ValueError(f"style_target makes the targets of {', '.join(map(repr, STYLE_LOSSES[1:]))} "
                          f"(the Gram loss's is nstlib.losses.gram_matrix), got {kind!r}.")
+    if bandwidth2 is not None and (kind != "mmd-gaussian" or not float(bandwidth2) > 0):
+        raise ValueError(f"bandwidth2 is the Gaussian kernel's s^2 of 'mmd-gaussian', a positive number; "
+                         f"got {bandwidth2!r} for {kind!r}.")
     x = positions(features.detach())
     if x.shape[0] != 1:
         raise ValueError(f"style_target takes the features of one style image (1, C, H, W), got {tuple(features.shape)}.")
@@ -259,8 +289,9 @@ def style_target(kind: str, features: torch.Tensor) -> StyleTarget:
         return StyleTarget(kind, {"mean": mu, "cov": cov, "root": root.to(cov.dtype), "eps": eps})
     if kind == "sliced":
         return StyleTarget(kind, {"samples": x.contiguous()})
-    mu, cov = mean_cov(x)  # mean squared distance between two samples = 2 tr(cov)
-    return StyleTarget(kind, {"samples": x.contiguous(), "bandwidth2": 2 * cov.diagonal(dim1=1, dim2=2).sum().clamp_min(1e-12)})
+    w, b = fourier_features(x.shape[1], mmd_bandwidth2(x) if bandwidth2 is None else bandwidth2)
+    w, b = w.to(x.dtype), b.to(x.dtype)
+    return StyleTarget(kind, {"freqs": w, "phases": b, "embedding": mean_fourier_features(x, w, b)})
 
 
 def _w2_loss(x: torch.Tensor, s: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -276,24 +307,6 @@ def _w2_loss(x: torch.Tensor, s: dict[str, torch.Tensor]) -> torch.Tensor:
     return out / c
 
 
-def _sample(x: torch.Tensor, n: int, generator: torch.Generator | None, index: torch.Tensor | None = None) -> torch.Tensor:
-    """n of the M columns of x (B, C, M), drawn without replacement (or those of `index`)."""
-    if index is None:
-        index = torch.randperm(x.shape[2], generator=generator)[:n]
-    return x[:, :, index.to(x.device)]
-
-
-def _mmd_loss(x: torch.Tensor, s: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
-    y = s["samples"]
-    n = min(MMD_SAMPLES, x.shape[2], y.shape[2])
-    if n < 2:
-        raise ValueError("the Gaussian-kernel MMD needs at least 2 positions in each image; use a shallower layer or a larger image.")
-    index = torch.randperm(x.shape[2], generator=generator)[:n]
-    xs = _sample(x, n, generator, index).transpose(1, 2)                                  # (B, n, C)
-    ys = _sample(y, n, generator, index if y.shape[2] == x.shape[2] else None).transpose(1, 2)
-    return gaussian_mmd2(xs, ys, s["bandwidth2"])
-
-
 def _sliced_loss(x: torch.Tensor, s: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
     directions = random_directions(x.shape[1], generator).to(x.device)
     mine = sorted_projections(x, directions)                                              # (B, P, M)
@@ -305,4 +318,5 @@ def _sliced_loss(x: torch.Tensor, s: dict[str, torch.Tensor], generator: torch.G
 
 
 __all__ = ["STYLE_LOSSES", "GATYS_GAIN", "StyleTarget", "style_target", "mean_std", "mean_cov", "sqrtm_newton_schulz", "trace_sqrtm",
-           "sorted_projections", "random_directions", "gaussian_mmd2"]
+           "sorted_projections", "random_directions", "gaussian_mmd2", "mmd_bandwidth2",
+           "fourier_features", "mean_fourier_features"]

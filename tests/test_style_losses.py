@@ -62,21 +62,58 @@ def test_w2_is_the_wasserstein_distance_of_the_gaussian_fits():
     assert torch.allclose(loss_of("w2", x, t), w2[None] / 5, rtol=1e-6)
 
 
-def test_gaussian_mmd_against_kernel_matrices():
-    x, y = feats(1, 3, 4, 5), feats(1, 3, 4, 5, seed=1)  # 20 positions < MMD_SAMPLES: all of them are used
-    t = S.style_target("mmd-gaussian", y)
-    bw = t.stats["bandwidth2"]
+def test_gaussian_mmd2_against_kernel_matrices():
+    x, y = feats(1, 3, 4, 5), feats(1, 3, 4, 5, seed=1)
     xs, ys = x.flatten(2)[0].T, y.flatten(2)[0].T
-    d2 = torch.cdist(ys, ys).pow(2)
-    assert torch.allclose(bw, d2.mean())  # the bandwidth: the mean squared distance over all pairs of style vectors
+    bw = S.mmd_bandwidth2(y.flatten(2))
+    assert torch.allclose(bw, torch.cdist(ys, ys).pow(2).mean())  # the mean squared distance over all pairs of style vectors
     k = lambda a, b: torch.exp(-torch.cdist(a, b).pow(2) / (2 * bw))  # noqa: E731
     expected = k(xs, xs).mean() + k(ys, ys).mean() - 2 * k(xs, ys).mean()  # over all pairs, as notebook 8 writes it
-    assert torch.allclose(loss_of("mmd-gaussian", x, t), expected[None], atol=1e-12)
+    assert torch.allclose(S.gaussian_mmd2(xs[None], ys[None], bw), expected[None], atol=1e-12)
+
+
+def test_gaussian_mmd_loss_is_the_distance_between_mean_fourier_features():
+    x, y = feats(2, 3, 4, 5), feats(1, 3, 6, 5, seed=1)
+    t = S.style_target("mmd-gaussian", y)
+    w, b = t.stats["freqs"], t.stats["phases"]
+    assert w.shape == (3, S.MMD_MIN_FEATURES) and b.shape == (S.MMD_MIN_FEATURES,)   # 2 C = 6 < the least
+    assert S.fourier_features(256, 1.0)[0].shape == (256, S.MMD_FEATURES * 256)
+    phi = lambda f: (2 / w.shape[1]) ** 0.5 * torch.cos(w.T @ f.flatten(2) + b[:, None])  # noqa: E731  (B, D, M)
+    expected = (phi(x).mean(2) - phi(y).mean(2)).pow(2).sum(1)
+    assert torch.allclose(loss_of("mmd-gaussian", x, t), expected, atol=1e-12)
+    at_zero = ((2 / w.shape[1]) ** 0.5 * torch.cos(b) - phi(y).mean(2)).pow(2).sum(1)
+    assert torch.allclose(t.energy(), at_zero, atol=1e-12)
+    assert torch.equal(loss_of("mmd-gaussian", x, t, seed=1), loss_of("mmd-gaussian", x, t, seed=2)), "no random draws"
+
+
+def test_fourier_features_estimate_the_kernel_and_the_mmd():
+    """E[phi(x) . phi(y)] = k(x, y) (Rahimi & Recht): with many features the estimate is close."""
+    x, y = feats(1, 4, 6, 6) * 0.7, feats(1, 4, 5, 5, seed=1)
+    bw = S.mmd_bandwidth2(y.flatten(2))
+    w, b = S.fourier_features(4, bw, d=50_000, seed=3)
+    pairs = S.mean_fourier_features(x.flatten(2)[0, :, :1, None].permute(2, 0, 1), w, b), \
+        S.mean_fourier_features(y.flatten(2)[0, :, :1, None].permute(2, 0, 1), w, b)
+    k = torch.exp(-(x.flatten(2)[0, :, 0] - y.flatten(2)[0, :, 0]).pow(2).sum() / (2 * bw))
+    assert float((pairs[0] * pairs[1]).sum()) == pytest.approx(float(k), abs=0.02)
+    exact = S.gaussian_mmd2(x.flatten(2).transpose(1, 2), y.flatten(2).transpose(1, 2), bw)
+    estimate = (S.mean_fourier_features(x.flatten(2), w, b) - S.mean_fourier_features(y.flatten(2), w, b)).pow(2).sum(1)
+    assert float(estimate) == pytest.approx(float(exact), rel=0.1)
+
+
+def test_gaussian_mmd_bandwidth_is_a_choice_and_checked():
+    y = feats(1, 3, 4, 5, seed=1)
+    wide, narrow = S.style_target("mmd-gaussian", y), S.style_target("mmd-gaussian", y, bandwidth2=0.5)
+    assert torch.allclose(narrow.stats["freqs"] * 0.5 ** 0.5, wide.stats["freqs"] * S.mmd_bandwidth2(y.flatten(2)).sqrt())
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="a positive number"):
+            S.style_target("mmd-gaussian", y, bandwidth2=bad)
+    with pytest.raises(ValueError, match="s\\^2 of 'mmd-gaussian'.*for 'w2'"):
+        S.style_target("w2", y, bandwidth2=1.0)
 
 
 def test_gaussian_mmd_is_never_negative():
-    """Over all pairs, MMD^2 is a squared distance: no set of samples scores below the style's own
-    (the unbiased estimate, pairs i != j, does, and an optimizer finds such sets)."""
+    """The loss is a squared distance between mean embeddings: no set of samples scores below the
+    style's own (the unbiased estimate of MMD^2, pairs i != j, does, and an optimizer finds such sets)."""
     y = feats(1, 3, 6, 6, seed=1)
     t = S.style_target("mmd-gaussian", y)
     assert float(loss_of("mmd-gaussian", y, t)) == pytest.approx(0.0, abs=1e-12)
@@ -127,9 +164,7 @@ def test_positions_permuted(kind):
     perm = torch.randperm(256, generator=torch.Generator().manual_seed(3))
     shuffled = x.flatten(2)[:, :, perm].reshape(x.shape)
     a, b = float(loss_of(kind, x, t)), float(loss_of(kind, shuffled, t))
-    # The MMD estimate pairs the two images' positions (the i = j terms are left out), so a
-    # permutation of one image changes it by O(1/n); the others are exactly invariant.
-    assert b == pytest.approx(a, rel=0.1 if kind == "mmd-gaussian" else 1e-9)
+    assert b == pytest.approx(a, rel=1e-9)
     both = S.style_target(kind, y.flatten(2)[:, :, perm].reshape(y.shape))
     assert float(loss_of(kind, shuffled, both)) == pytest.approx(a, rel=1e-9)
 
@@ -161,9 +196,12 @@ def test_w2_and_gram_see_two_moments_only_sliced_sees_more():
     t = S.style_target("sliced", y)
     assert float(loss_of("sliced", x, t)) / float(t.energy()) > 0.02
     # The Gaussian MMD sees every moment in principle, but with its wide bandwidth (s^2 = 2 tr Cov)
-    # the kernel is nearly quadratic over the data: here the difference drowns in its sampling noise.
-    t = S.style_target("mmd-gaussian", y)
-    assert abs(float(loss_of("mmd-gaussian", x, t))) / float(t.energy()) < 0.01
+    # the kernel is nearly quadratic over the data, and the moments beyond the second weigh little;
+    # a narrower kernel tells the two apart several times more clearly.
+    wide = S.style_target("mmd-gaussian", y)
+    narrow = S.style_target("mmd-gaussian", y, bandwidth2=float(S.mmd_bandwidth2(y.flatten(2))) / 10)
+    seen_wide, seen_narrow = (float(loss_of("mmd-gaussian", x, t)) / float(t.energy()) for t in (wide, narrow))
+    assert seen_wide < 0.02 and seen_narrow > 3 * seen_wide, (seen_wide, seen_narrow)
 
 
 @pytest.mark.parametrize("kind", OTHERS)
@@ -194,12 +232,13 @@ def test_objective_parts_targets_and_seeded_draws(kind, random_vgg16):
     total, parts = obj(f, _image(2))
     assert set(parts) == {"content:relu2_2", "style:relu1_1", "style:relu2_1"}
     expected = obj.style_stats["relu1_1"].loss(f["relu1_1"], torch.Generator().manual_seed(7)) / obj.style_energy["relu1_1"]
-    if kind != "mmd-gaussian":   # the MMD drew its positions for relu1_1 first too, but the generator is shared
-        assert torch.allclose(parts["style:relu1_1"], expected)
+    assert torch.allclose(parts["style:relu1_1"], expected)
     again = make()
     assert torch.equal(again(f, _image(2))[0], total), "the same seed repeats the same draws"
-    if kind in ("sliced", "mmd-gaussian"):
+    if kind == "sliced":
         assert not torch.equal(obj(f, _image(2))[0], total), "each evaluation draws afresh"
+    else:
+        assert torch.equal(obj(f, _image(2))[0], total), "nothing drawn: the same loss every evaluation"
 
 
 @pytest.mark.parametrize("kind", OTHERS)
@@ -216,7 +255,7 @@ def test_gatys_variant_puts_every_loss_on_the_gram_scale(kind, random_vgg16):
         gram_at_zero = style_loss(zeros[n], gram_matrix(f_style[n], normalize=True))
         assert torch.allclose(gram_energy(f_style[n]), gram_at_zero)
         # near, not equal: sliced's energy is the expectation over directions, mean-std and w2 add an
-        # eps to the variances, mmd-gaussian draws other positions than its energy did
+        # eps to the variances
         rel = 0.35 if kind == "sliced" else 0.05
         gain = S.GATYS_GAIN.get(kind, 1.0)
         assert float(parts[f"style:{n}"]) == pytest.approx(gain * float(gram_at_zero), rel=rel), n

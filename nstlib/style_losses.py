@@ -52,8 +52,8 @@ from nstlib._gram import _Gram
 
 STYLE_LOSSES = ("gram", "mean-std", "mmd-gaussian", "w2", "sliced")
 #: random Fourier features of the Gaussian-kernel MMD: D = this x C per layer of C channels (M C D
-#: work for M positions), at least MMD_MIN_FEATURES. Fewer than C leaves deep layers weakly matched.
-MMD_FEATURES = 2
+#: work for M positions), at least MMD_MIN_FEATURES. Fewer leave the deep layers weakly matched.
+MMD_FEATURES = 4
 MMD_MIN_FEATURES = 128
 #: coupled Newton-Schulz iterations for the matrix square roots of "w2".
 NS_ITERS = 15
@@ -69,7 +69,7 @@ STD_EPS = 1e-5
 #: (tests/test_pretrained_style_losses.py); a larger one stalls L-BFGS on small images. The
 #: normalized variant keeps every loss over its own energy, with no gain: there each loss needs
 #: its own lambda_os (notebook 8).
-GATYS_GAIN = {"mmd-gaussian": 3.0}
+GATYS_GAIN = {"mmd-gaussian": 2.0}
 
 
 def positions(features: torch.Tensor) -> torch.Tensor:

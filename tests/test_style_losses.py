@@ -76,7 +76,7 @@ def test_gaussian_mmd_loss_is_the_distance_between_mean_fourier_features():
     x, y = feats(2, 3, 4, 5), feats(1, 3, 6, 5, seed=1)
     t = S.style_target("mmd-gaussian", y)
     w, b = t.stats["freqs"], t.stats["phases"]
-    assert w.shape == (3, S.MMD_MIN_FEATURES) and b.shape == (S.MMD_MIN_FEATURES,)   # 2 C = 6 < the least
+    assert w.shape == (3, S.MMD_MIN_FEATURES) and b.shape == (S.MMD_MIN_FEATURES,)   # 4 C = 12 < the least
     assert S.fourier_features(256, 1.0)[0].shape == (256, S.MMD_FEATURES * 256)
     phi = lambda f: (2 / w.shape[1]) ** 0.5 * torch.cos(w.T @ f.flatten(2) + b[:, None])  # noqa: E731  (B, D, M)
     expected = (phi(x).mean(2) - phi(y).mean(2)).pow(2).sum(1)

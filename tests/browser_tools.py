@@ -3,6 +3,8 @@
 The browser is Debian's `chromium` (or $NSTLIB_CHROMIUM), installed by .ci/install-browser.sh
 when missing; Playwright starts it through `executable_path`. The `chromium` fixture (in
 conftest.py) skips a test, with that script's reason, only where no Chromium can be had.
+Here too: JupyterLab for the slides' screenshots, and `run_cells`, which runs a notebook's
+cells in a JupyterLab page (the browser test and the slides).
 """
 
 from __future__ import annotations
@@ -100,3 +102,69 @@ def stop_process_group(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
+
+
+# ------------------------------------------------------------------ running a notebook in JupyterLab
+# Once the notebook is open and its kernel idle: marks every code cell not run, starts running
+# them all (marker null) or down to the first one whose source holds `marker`, and returns the
+# index of the last cell to run; -1 while not ready. It awaits nothing: a promise held across
+# the run can be dropped with the page's script context (Playwright: "Resulting promise was
+# garbage collected"); CELLS_RAN_JS waits for the run instead. The counts are cleared because a
+# stored notebook has some, which CELLS_RAN_JS would take for cells already run.
+START_CELLS_JS = """(marker) => {
+    const app = window.jupyterapp;
+    if (!app || !app.commands.hasCommand('notebook:run-all-above')) return -1;
+    const nb = app.shell.currentWidget;
+    if (!nb || !nb.context || !nb.context.isReady || !nb.sessionContext || !nb.sessionContext.isReady) return -1;
+    const k = nb.sessionContext.session && nb.sessionContext.session.kernel;
+    if (!k || k.status !== 'idle' || !nb.content || !nb.content.widgets) return -1;
+    const cells = nb.content.widgets;
+    const index = marker === null ? cells.length - 1
+        : cells.findIndex(c => c.model.type === 'code' && c.model.sharedModel.getSource().includes(marker));
+    if (index < 0) throw new Error('no cell holds ' + marker);
+    for (const c of cells) if (c.model.type === 'code') c.model.executionCount = null;
+    const failed = e => console.error('running the cells failed', e);
+    if (index + 1 < cells.length) {
+        nb.content.activeCellIndex = index + 1;
+        app.commands.execute('notebook:run-all-above').catch(failed);
+    } else {
+        app.commands.execute('notebook:run-all-cells').catch(failed);
+    }
+    return index;
+}"""
+# True when the code cells up to `index` ran and the kernel is idle again.
+CELLS_RAN_JS = """(index) => {
+    const nb = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+    const k = nb && nb.sessionContext && nb.sessionContext.session && nb.sessionContext.session.kernel;
+    if (!k) return false;
+    const cells = nb.content.widgets.slice(0, index + 1).filter(c => c.model.type === 'code');
+    return k.status === 'idle' && cells.every(c => c.model.executionCount !== null);
+}"""
+# Playwright's errors when JupyterLab reloads the page while it starts: try again.
+_RELOADED = ("Execution context was destroyed", "navigat", "garbage collected", "Target page, context or browser")
+
+
+def run_cells(page, marker: str | None = None, ready_s: float = 120.0, run_s: float = 600.0) -> None:
+    """Run the open notebook's code cells in `page`: all of them, or from the top down to the
+    first one whose source holds `marker`; return when they ran and the kernel is idle.
+
+    RuntimeError when the notebook or its kernel is not ready within `ready_s`, or a cell fails
+    (with its error). Playwright's TimeoutError when the cells take longer than `run_s`.
+    """
+    import time
+
+    end, index = time.monotonic() + ready_s, -1
+    while index < 0:
+        if time.monotonic() > end:
+            raise RuntimeError(f"the notebook or its kernel was not ready within {ready_s:.0f} s")
+        try:
+            index = page.evaluate(START_CELLS_JS, marker)
+        except Exception as e:  # playwright's Error
+            if not any(m in str(e) for m in _RELOADED):
+                raise
+        if index < 0:
+            time.sleep(0.5)
+    page.wait_for_function(CELLS_RAN_JS, arg=index, timeout=run_s * 1000, polling=500)
+    errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']")
+    if errors.count():
+        raise RuntimeError(f"a cell failed in the browser:\n{errors.first.inner_text()[:2000]}")

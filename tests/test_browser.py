@@ -25,7 +25,7 @@ import urllib.request
 
 import pytest
 
-from browser_tools import ARTIFACTS, CHROMIUM_FLAGS, ROOT, stop_process_group  # the `chromium` fixture is in conftest.py
+from browser_tools import ARTIFACTS, CHROMIUM_FLAGS, ROOT, run_cells, stop_process_group  # the `chromium` fixture is in conftest.py
 
 NOTEBOOK = ROOT / "notebooks" / "06_interactive_tuning.ipynb"
 EXPLORER_NOTEBOOK = ROOT / "notebooks" / "01_setup_and_tour.ipynb"   # ends with the LayerExplorer
@@ -39,27 +39,6 @@ PIXELS_JS = """img => {
     const c = document.createElement('canvas'); c.width = 16; c.height = 16;
     const ctx = c.getContext('2d'); ctx.drawImage(img, 0, 0, 16, 16);
     return Array.from(ctx.getImageData(0, 0, 16, 16).data);
-}"""
-# Waits until the notebook is open and its kernel idle, then runs every cell; true once started.
-RUN_ALL_JS = """async () => {
-    const app = window.jupyterapp;
-    if (!app || !app.commands.hasCommand('notebook:run-all-cells')) return false;
-    await app.restored;
-    const nb = app.shell.currentWidget;
-    if (!nb || !nb.sessionContext || !nb.content || !nb.content.widgets) return false;
-    await nb.context.ready; await nb.sessionContext.ready;
-    const k = nb.sessionContext.session && nb.sessionContext.session.kernel;
-    if (!k || k.status !== 'idle') return false;
-    await app.commands.execute('notebook:run-all-cells');
-    return true;
-}"""
-# True when every code cell ran and the kernel is idle again.
-ALL_RAN_JS = """() => {
-    const nb = window.jupyterapp && window.jupyterapp.shell.currentWidget;
-    const k = nb && nb.sessionContext && nb.sessionContext.session && nb.sessionContext.session.kernel;
-    if (!k) return false;
-    const cells = nb.content.widgets.filter(c => c.model.type === 'code');
-    return k.status === 'idle' && cells.every(c => c.model.executionCount !== null);
 }"""
 
 
@@ -140,10 +119,7 @@ def notebook_page(chromium: str, lab, tmp_path, url: str, failure_png: str, widt
         page.set_default_timeout(60_000)
         try:
             page.goto(f"{base}{url}{'&' if '?' in url else '?'}token={token}")
-            run_all(page)
-            page.wait_for_function(ALL_RAN_JS, timeout=180_000, polling=500)
-            errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']")
-            assert errors.count() == 0, f"a cell failed:\n{errors.first.inner_text()}"
+            run_cells(page, run_s=180)
             yield page
         except BaseException:
             page.screenshot(path=str(ARTIFACTS / failure_png), full_page=True)  # to see what went wrong
@@ -234,24 +210,6 @@ def test_layer_explorer_in_jupyterlab(chromium, lab, tmp_path):
         final = recon.evaluate(PIXELS_JS)
         time.sleep(2.0)
         assert not _differs(recon.evaluate(PIXELS_JS), final, tol=0.0), "the reconstruction changed after Stop"
-
-
-def run_all(page, timeout: float = 120.0) -> None:
-    """Run every cell once the notebook and its kernel are ready.
-
-    JupyterLab may reload the page once while it starts (a fresh app, with no commands yet),
-    which destroys the page's script context: then try again.
-    """
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            if page.evaluate(RUN_ALL_JS):
-                return
-        except Exception as e:  # playwright's Error: "Execution context was destroyed" on a reload
-            if "context" not in str(e) and "navigat" not in str(e):
-                raise
-        time.sleep(0.5)
-    pytest.fail(f"the notebook or its kernel was not ready within {timeout:.0f} s")
 
 
 def _differs(a: list[int] | None, b: list[int] | None, tol: float = 0.5) -> bool:

@@ -338,61 +338,11 @@ def widget_screenshots(out: Path, notebooks_dir: Path, env: dict[str, str], scal
     return figures
 
 
-# Once the notebook is open and its kernel idle: runs every cell from the top down to the first
-# one whose source holds `marker` (the widget's cell), and returns that cell's index; -1 while not ready.
-RUN_UPTO_JS = """async (marker) => {
-    const app = window.jupyterapp;
-    if (!app || !app.commands.hasCommand('notebook:run-all-above')) return -1;
-    await app.restored;
-    const nb = app.shell.currentWidget;
-    if (!nb || !nb.sessionContext || !nb.content || !nb.content.widgets) return -1;
-    await nb.context.ready; await nb.sessionContext.ready;
-    const k = nb.sessionContext.session && nb.sessionContext.session.kernel;
-    if (!k || k.status !== 'idle') return -1;
-    const cells = nb.content.widgets;
-    const index = cells.findIndex(c => c.model.type === 'code' && c.model.sharedModel.getSource().includes(marker));
-    if (index < 0) throw new Error('no cell holds ' + marker);
-    // Not awaited: the commands resolve when the cells are done, which RAN_UPTO_JS waits for.
-    if (index + 1 < cells.length) {
-        nb.content.activeCellIndex = index + 1;
-        app.commands.execute('notebook:run-all-above');
-    } else {
-        app.commands.execute('notebook:run-all-cells');
-    }
-    return index;
-}"""
-# True when the code cells up to `index` ran and the kernel is idle again.
-RAN_UPTO_JS = """(index) => {
-    const nb = window.jupyterapp && window.jupyterapp.shell.currentWidget;
-    const k = nb && nb.sessionContext && nb.sessionContext.session && nb.sessionContext.session.kernel;
-    if (!k) return false;
-    const cells = nb.content.widgets.slice(0, index + 1).filter(c => c.model.type === 'code');
-    return k.status === 'idle' && cells.every(c => c.model.executionCount !== null);
-}"""
-
-
-def _open_and_run(page: Any, url: str, marker: str, timeout: float = 120.0) -> None:
-    """Open a notebook in JupyterLab and run its cells down to the widget's (the rest is not needed).
-
-    JupyterLab may reload the page once while it starts, which destroys the page's script
-    context: then try again. RuntimeError if it never gets ready, or a cell fails.
-    """
+def _open_and_run(page: Any, url: str, marker: str) -> None:
+    """Open a notebook in JupyterLab and run its cells down to the widget's (the rest is not needed)."""
+    from browser_tools import run_cells  # tests/ is on the path (widget_screenshots)
     page.goto(url)
-    end, index = time.monotonic() + timeout, -1
-    while index < 0:
-        if time.monotonic() > end:
-            raise RuntimeError(f"the notebook or its kernel was not ready within {timeout:.0f} s")
-        try:
-            index = page.evaluate(RUN_UPTO_JS, marker)
-        except Exception as e:  # playwright's Error: "Execution context was destroyed" on a reload
-            if "context" not in str(e) and "navigat" not in str(e):
-                raise
-        if index < 0:
-            time.sleep(0.5)
-    page.wait_for_function(RAN_UPTO_JS, arg=index, timeout=600_000, polling=500)
-    errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']")
-    if errors.count():
-        raise RuntimeError(f"a cell failed in the browser:\n{errors.first.inner_text()[:2000]}")
+    run_cells(page, marker)
 
 
 def _panel_shots(page: Any, url: str, out: Path) -> list[Figure]:

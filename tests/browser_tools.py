@@ -3,8 +3,8 @@
 The browser is Debian's `chromium` (or $NSTLIB_CHROMIUM), installed by .ci/install-browser.sh
 when missing; Playwright starts it through `executable_path`. The `chromium` fixture (in
 conftest.py) skips a test, with that script's reason, only where no Chromium can be had.
-Here too: JupyterLab for the slides' screenshots, and `run_cells`, which runs a notebook's
-cells in a JupyterLab page (the browser test and the slides).
+Here too, for the browser test and the slides: `jupyter_lab` (a JupyterLab server on loopback)
+and `run_cells` (runs a notebook's cells in a JupyterLab page).
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ def find_chromium() -> str | None:
     return None
 
 
-# ------------------------------------------------------------------ JupyterLab for screenshots
-# A plain (non-pytest) version of test_browser.py's `lab` fixture, for tools/slides.py: the same
-# command line, settings and waits, so that the slides show the widgets as the test sees them.
+# ------------------------------------------------------------------ JupyterLab on loopback
+# One server recipe for test_browser.py's `lab` fixture and tools/slides.py, so that the slides
+# show the widgets as the test sees them.
 
 def free_port() -> int:
     """A free TCP port on loopback."""

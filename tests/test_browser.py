@@ -15,17 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 
 import pytest
 
-from browser_tools import ARTIFACTS, CHROMIUM_FLAGS, ROOT, run_cells, stop_process_group  # the `chromium` fixture is in conftest.py
+from browser_tools import ARTIFACTS, CHROMIUM_FLAGS, ROOT, jupyter_lab, run_cells  # the `chromium` fixture is in conftest.py
 
 NOTEBOOK = ROOT / "notebooks" / "06_interactive_tuning.ipynb"
 EXPLORER_NOTEBOOK = ROOT / "notebooks" / "01_setup_and_tour.ipynb"   # ends with the LayerExplorer
@@ -42,61 +37,22 @@ PIXELS_JS = """img => {
 }"""
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    """JupyterLab serving copies of notebooks 6 and 1: yields (base URL, token, its log file); always stopped."""
+    """JupyterLab serving copies of notebooks 6 and 1: yields (base URL, token, its log's path); always stopped."""
     root = tmp_path_factory.mktemp("lab")
     for nb in (NOTEBOOK, EXPLORER_NOTEBOOK):
         shutil.copy(nb, root / nb.name)
     home = tmp_path_factory.mktemp("jupyter-home")
-    port, token = free_port(), secrets.token_hex(16)
     env = dict(os.environ)
     env.pop("NSTLIB_SMOKE", None)
     env.update({
         "NSTLIB_MODE": "cpu",  # the lecture's CPU sizes: 128 px, 200 steps, nothing runs by itself
         "NSTLIB_WEIGHTS": os.environ.get("NSTLIB_WEIGHTS") or "random:vgg16:0",  # offline: labelled RANDOM in the panel
-        "JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
-        "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"), "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
         "IPYTHONDIR": str(home / "ipython"), "MPLBACKEND": "Agg",
     })
-    # No "get notified about Jupyter news?" toast over the panel in the screenshots.
-    news = home / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
-    news.parent.mkdir(parents=True)
-    news.write_text('{"fetchNews": "false"}')
-    log = open(home / "lab.log", "w+")
-    cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--IdentityProvider.token={token}",
-           "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-           f"--ServerApp.root_dir={root}", "--ServerApp.terminals_enabled=False",
-           "--LabApp.expose_app_in_browser=True", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        cmd.append("--allow-root")  # CI containers run as root
-    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                log.seek(0)
-                pytest.fail(f"jupyter lab exited with {proc.returncode}:\n{log.read()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("jupyter lab did not answer within 90 s")
-            time.sleep(0.5)
-        yield base, token, log
-    finally:
-        stop_process_group(proc)   # the server and the kernels it started: their own process group
-        log.close()
+    with jupyter_lab(root, home, env) as (base, token):
+        yield base, token, home / "lab.log"
 
 
 @contextlib.contextmanager
@@ -123,8 +79,7 @@ def notebook_page(chromium: str, lab, tmp_path, url: str, failure_png: str, widt
             yield page
         except BaseException:
             page.screenshot(path=str(ARTIFACTS / failure_png), full_page=True)  # to see what went wrong
-            log.seek(0)
-            print("jupyter lab's log (end):\n" + log.read()[-3000:])
+            print("jupyter lab's log (end):\n" + log.read_text(errors="replace")[-3000:])
             raise
         finally:
             browser.close()

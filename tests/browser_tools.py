@@ -141,7 +141,8 @@ CELLS_RAN_JS = """(index) => {
     return k.status === 'idle' && cells.every(c => c.model.executionCount !== null);
 }"""
 # Playwright's errors when JupyterLab reloads the page while it starts: try again.
-_RELOADED = ("Execution context was destroyed", "navigat", "garbage collected", "Target page, context or browser")
+# A closed page or browser is not among them: that error is raised at once, as it is.
+_RELOADED = ("Execution context was destroyed", "navigat", "garbage collected")
 
 
 def run_cells(page, marker: str | None = None, ready_s: float = 120.0, run_s: float = 600.0) -> None:

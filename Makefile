@@ -4,8 +4,8 @@
 #
 # `make test` (what CI runs) = `make lectures`, `make lectures-float32` (the same in float32 where the
 # default is bfloat16), then `make unit` with the browser test of the
-# lecture pages: all run even when one fails, and make fails if any does. About 45 minutes on
-# 2 cores from a fresh clone (install 2, lectures 15 + 20 in float32, unit 7; see README).
+# lecture pages: all run even when one fails, and make fails if any does. About 50 minutes on
+# 2 cores from a fresh clone (install 2, lectures 15 + 24 in float32, unit 9; see README).
 #   make lectures  every notebook in cpu mode under nbval (the real lecture sizes, checked claims);
 #                  the same run writes the executed lectures as HTML, with an index:
 #                  build/lectures/index.html (LECTURES_DIR). Needs the pretrained weights
